@@ -1,0 +1,97 @@
+#include "engine/components.h"
+
+#include "engine/registry.h"
+
+namespace tessera {
+
+ComponentPtr ComponentsManager::get_or_create(const std::string& key, const std::function<ComponentPtr()>& make) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = loaded_.find(key);
+    if (it != loaded_.end()) return it->second;
+  }
+  ComponentPtr c = make();  // outside the lock: loading may be slow
+  std::lock_guard<std::mutex> lock(mu_);
+  auto [it, inserted] = loaded_.emplace(key, c);
+  if (inserted) ++creations_;
+  return it->second;
+}
+
+bool ComponentsManager::is_loaded(const std::string& key) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return loaded_.count(key) > 0;
+}
+
+void ComponentsManager::unload(const std::string& key) {
+  std::lock_guard<std::mutex> lock(mu_);
+  loaded_.erase(key);
+}
+
+void ComponentsManager::unload_all() {
+  std::lock_guard<std::mutex> lock(mu_);
+  loaded_.clear();
+}
+
+size_t ComponentsManager::total_bytes() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  size_t total = 0;
+  for (const auto& kv : loaded_) total += kv.second->nbytes();
+  return total;
+}
+
+std::vector<std::string> ComponentsManager::loaded_keys() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<std::string> out;
+  for (const auto& kv : loaded_) out.push_back(kv.first);
+  return out;
+}
+
+Components::Components(const Registry& registry, std::shared_ptr<ComponentsManager> manager)
+    : registry_(registry), manager_(manager ? std::move(manager) : std::make_shared<ComponentsManager>()) {}
+
+void Components::add_spec(const ComponentSpec& spec) {
+  specs_[spec.name] = spec;
+}
+
+bool Components::has_spec(const std::string& name) const { return specs_.count(name) > 0; }
+
+const ComponentSpec& Components::spec(const std::string& name) const {
+  auto it = specs_.find(name);
+  if (it == specs_.end()) {
+    throw ExecutionError("no component named '" + name + "' in this pipeline", {}, {}, did_you_mean(name, names()));
+  }
+  return it->second;
+}
+
+std::vector<std::string> Components::names() const {
+  std::vector<std::string> out;
+  for (const auto& kv : specs_) out.push_back(kv.first);
+  return out;
+}
+
+std::string Components::key_of(const ComponentSpec& spec) const {
+  if (spec.creation == Creation::FromConfig)
+    // from_config components are per pipeline and per name: their config may differ.
+    return "config:" + spec.type + ":" + spec.name + ":" + std::to_string(reinterpret_cast<uintptr_t>(this)) + ":" +
+           spec.config.repr();
+  return "pretrained:" + spec.type + ":" + spec.load_id();
+}
+
+void Components::create_from_config_components() {
+  for (const auto& kv : specs_)
+    if (kv.second.creation == Creation::FromConfig) get(kv.first);
+}
+
+ComponentPtr Components::get(const std::string& name) {
+  const ComponentSpec& s = spec(name);
+  return manager_->get_or_create(key_of(s), [&] { return registry_.create_component(s); });
+}
+
+bool Components::is_loaded(const std::string& name) const {
+  auto it = specs_.find(name);
+  return it != specs_.end() && manager_->is_loaded(key_of(it->second));
+}
+
+void Components::unload(const std::string& name) { manager_->unload(key_of(spec(name))); }
+
+}  // namespace tessera

@@ -1,0 +1,83 @@
+#pragma once
+/// Components (models, schedulers, guiders, tokenizers): created from config eagerly, loaded from
+/// pretrained folders lazily on first use, shared by load id, unloadable.
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "engine/error.h"
+#include "engine/spec.h"
+
+namespace tessera {
+
+class Registry;
+
+/// Base of every component object.
+class Component {
+ public:
+  virtual ~Component() = default;
+  /// diffusers class name, e.g. "UNet2DConditionModel".
+  virtual std::string type() const = 0;
+  /// Bytes held (parameters, buffers); 0 when not meaningful.
+  virtual size_t nbytes() const { return 0; }
+};
+using ComponentPtr = std::shared_ptr<Component>;
+
+/// Owns loaded components and shares them between pipelines by load id (type + path|subfolder|variant).
+class ComponentsManager {
+ public:
+  /// Returns the component for `key`, creating it with `make` if absent.
+  ComponentPtr get_or_create(const std::string& key, const std::function<ComponentPtr()>& make);
+  bool is_loaded(const std::string& key) const;
+  void unload(const std::string& key);
+  void unload_all();
+  size_t total_bytes() const;
+  std::vector<std::string> loaded_keys() const;
+  /// How many times a component was created (loads, not cache hits); for tests and reports.
+  size_t creations() const { return creations_; }
+
+ private:
+  mutable std::mutex mu_;
+  std::map<std::string, ComponentPtr> loaded_;
+  size_t creations_ = 0;
+};
+
+/// The components of one pipeline, by name. `get` loads on first use.
+class Components {
+ public:
+  Components(const Registry& registry, std::shared_ptr<ComponentsManager> manager);
+
+  /// Declares a component. A second spec with the same name must be identical (else ValidationError).
+  void add_spec(const ComponentSpec& spec);
+  bool has_spec(const std::string& name) const;
+  const ComponentSpec& spec(const std::string& name) const;
+  std::vector<std::string> names() const;
+
+  /// Creates every from_config component now (cheap; errors surface before the run).
+  void create_from_config_components();
+
+  /// The component `name`, creating or loading it on first use.
+  ComponentPtr get(const std::string& name);
+  template <typename T>
+  std::shared_ptr<T> get_as(const std::string& name) {
+    auto c = get(name);
+    auto t = std::dynamic_pointer_cast<T>(c);
+    if (!t)
+      throw ExecutionError("component '" + name + "' has type " + c->type() + ", which is not what the block expects");
+    return t;
+  }
+  bool is_loaded(const std::string& name) const;
+  void unload(const std::string& name);
+  ComponentsManager& manager() { return *manager_; }
+
+ private:
+  std::string key_of(const ComponentSpec& spec) const;
+  const Registry& registry_;
+  std::shared_ptr<ComponentsManager> manager_;
+  std::map<std::string, ComponentSpec> specs_;
+};
+
+}  // namespace tessera

@@ -1,0 +1,120 @@
+#pragma once
+/// Specs: what a block declares. A block's spec is the single source of truth for its docs,
+/// for static validation and for what its BlockState lets it read and write.
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "engine/value.h"
+
+namespace tessera {
+
+/// One input of a block. A `kwargs_type` input with kind Map collects every state value
+/// tagged with that group (e.g. all `denoiser_input_fields`).
+struct InputParam {
+  std::string name;
+  Kind kind = Kind::Any;
+  std::optional<Value> default_value;
+  bool required = false;
+  std::string description;
+  std::string kwargs_type;
+
+  InputParam() = default;
+  InputParam(std::string name_, Kind kind_, std::string description_ = {}, bool required_ = false,
+             std::optional<Value> default_ = std::nullopt, std::string kwargs_type_ = {});
+
+  /// A standard input from the template registry (prompt, height, latents, …); throws SpecError if unknown.
+  static InputParam from_template(const std::string& name);
+  InputParam& with_default(Value v) {
+    default_value = std::move(v);
+    required = false;
+    return *this;
+  }
+  InputParam& as_required() {
+    required = true;
+    default_value.reset();
+    return *this;
+  }
+  InputParam& with_description(std::string d) {
+    description = std::move(d);
+    return *this;
+  }
+};
+
+/// One output of a block. `kwargs_type` tags the value in the state (sticky group tag).
+struct OutputParam {
+  std::string name;
+  Kind kind = Kind::Any;
+  std::string description;
+  std::string kwargs_type;
+
+  OutputParam() = default;
+  OutputParam(std::string name_, Kind kind_, std::string description_ = {}, std::string kwargs_type_ = {});
+  static OutputParam from_template(const std::string& name);
+};
+
+/// Names of the standard inputs (for docs and did-you-mean).
+std::vector<std::string> input_template_names();
+std::vector<std::string> output_template_names();
+
+enum class Creation { FromPretrained, FromConfig };
+const char* creation_name(Creation c);
+
+/// A component a block needs (model, scheduler, guider, tokenizer…), by diffusers' class name.
+struct ComponentSpec {
+  std::string name;         ///< "unet", "scheduler", …
+  std::string type;         ///< "UNet2DConditionModel", "DDIMScheduler", …
+  std::string description;
+  Value config;             ///< Map of config overrides (from_config) or none
+  std::string from;         ///< model folder (from_pretrained)
+  std::string subfolder;
+  std::string variant;
+  Creation creation = Creation::FromPretrained;
+
+  /// path|subfolder|variant: two specs with the same load id share one loaded component.
+  std::string load_id() const;
+};
+
+/// A pipeline-level flag (e.g. `requires_safety_checker`).
+struct ConfigSpec {
+  std::string name;
+  Value default_value;
+  std::string description;
+};
+
+enum class BlockKind { Leaf, Sequential, Loop, Auto, Conditional };
+const char* block_kind_name(BlockKind k);
+
+/// Everything a leaf block declares. Built fluently:
+///   BlockSpec("common.scale", "Multiply a tensor").input(x).output(y)
+struct BlockSpec {
+  std::string id;
+  std::string description;
+  std::vector<ComponentSpec> components;
+  std::vector<ConfigSpec> configs;
+  std::vector<InputParam> inputs;
+  std::vector<OutputParam> outputs;
+
+  BlockSpec() = default;
+  BlockSpec(std::string id_, std::string description_) : id(std::move(id_)), description(std::move(description_)) {}
+  BlockSpec& input(InputParam p) {
+    inputs.push_back(std::move(p));
+    return *this;
+  }
+  BlockSpec& output(OutputParam p) {
+    outputs.push_back(std::move(p));
+    return *this;
+  }
+  BlockSpec& component(ComponentSpec c) {
+    components.push_back(std::move(c));
+    return *this;
+  }
+  BlockSpec& config(ConfigSpec c) {
+    configs.push_back(std::move(c));
+    return *this;
+  }
+  const InputParam* find_input(const std::string& name) const;
+  const OutputParam* find_output(const std::string& name) const;
+};
+
+}  // namespace tessera
