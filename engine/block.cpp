@@ -40,6 +40,22 @@ void Block::execute(ExecContext& ctx, PipelineState& state, const std::string& p
   for (auto* o : ctx.observers) o->on_block_end(path, *this, state);
 }
 
+namespace {
+void walk_rec(const Block& b, const std::string& path, std::vector<const Block*>& ancestors,
+              const std::function<void(const std::string&, const Block&, const std::vector<const Block*>&)>& visit) {
+  visit(path, b, ancestors);
+  ancestors.push_back(&b);
+  for (const auto& c : b.children()) walk_rec(*c, join_path(path, c->name()), ancestors, visit);
+  ancestors.pop_back();
+}
+}  // namespace
+
+void walk_blocks(const Block& root,
+                 const std::function<void(const std::string&, const Block&, const std::vector<const Block*>&)>& visit) {
+  std::vector<const Block*> ancestors;
+  walk_rec(root, "", ancestors, visit);
+}
+
 // ---------------------------------------------------------------- leaf
 
 const BlockSpec& LeafBlock::cached_spec() const {

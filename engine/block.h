@@ -220,6 +220,12 @@ class ConditionalBlocks : public AutoBlocks {
   std::string default_child_;
 };
 
+/// Visits `root` and all descendants depth-first in execution order with their dotted paths
+/// (the root has path ""); `ancestors` lists the enclosing blocks, outermost first.
+void walk_blocks(const Block& root,
+                 const std::function<void(const std::string& path, const Block& block,
+                                           const std::vector<const Block*>& ancestors)>& visit);
+
 /// Merges `more` into `into` by name (first wins; `required` OR-ed when `union_required`).
 void merge_inputs(std::vector<InputParam>& into, const std::vector<InputParam>& more, bool union_required);
 
