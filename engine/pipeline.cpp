@@ -1,0 +1,332 @@
+#include "engine/pipeline.h"
+
+#include <ATen/core/grad_mode.h>
+#include <c10/core/InferenceMode.h>
+
+#include <filesystem>
+#include <sstream>
+
+namespace tessera {
+
+namespace fs = std::filesystem;
+
+Pipeline::Pipeline(Recipe recipe, Registry& registry, std::shared_ptr<ComponentsManager> manager)
+    : recipe_(std::move(recipe)),
+      registry_(registry),
+      components_(std::make_unique<Components>(registry, std::move(manager))) {}
+
+std::unique_ptr<Pipeline> Pipeline::from_recipe(Recipe recipe, Registry& registry, BuildOptions options) {
+  for (const auto& p : recipe.plugins) {
+    if (!options.load_plugin)
+      throw PluginError("recipe lists plugin '" + p.path + "' but this program cannot load plugins", p.loc);
+    options.load_plugin(p.path, p.loc, registry);
+  }
+  std::unique_ptr<Pipeline> pipe(new Pipeline(std::move(recipe), registry, options.manager));
+  std::vector<ValidationError> errors;
+  pipe->root_ = pipe->build_node(pipe->recipe_.root, "", errors);
+  if (!errors.empty()) throw ValidationErrors(std::move(errors));
+  return pipe;
+}
+
+BlockPtr Pipeline::build_node(const RecipeNode& node, const std::string& path, std::vector<ValidationError>& errors) {
+  if (node.kind == BlockKind::Leaf) {
+    try {
+      auto b = registry_.create_block(node.block_id, node.params, node.loc, path);
+      b->set_name(node.name);
+      b->set_trigger(node.trigger);
+      return b;
+    } catch (const ValidationError& e) {
+      errors.push_back(e);
+    } catch (const Error& e) {
+      errors.emplace_back(e.message(), node.loc, path, e.hint());
+    }
+    return nullptr;
+  }
+  std::vector<BlockPtr> children;
+  for (const auto& c : node.children) {
+    BlockPtr b = build_node(c, join_path(path, c.name), errors);
+    if (b) children.push_back(std::move(b));
+  }
+  std::string desc = node.description;
+  BlockPtr out;
+  switch (node.kind) {
+    case BlockKind::Sequential: out = std::make_shared<SequentialBlocks>(std::move(children), desc); break;
+    case BlockKind::Loop: out = std::make_shared<LoopSequentialBlocks>(std::move(children), desc, node.loop); break;
+    case BlockKind::Auto: out = std::make_shared<AutoBlocks>(std::move(children), desc); break;
+    case BlockKind::Conditional: {
+      Selector sel;
+      if (!node.selector.empty()) {
+        const Selector* found = registry_.find_selector(node.selector);
+        if (!found) {
+          errors.emplace_back("unknown selector '" + node.selector + "'", node.loc, path,
+                              did_you_mean(node.selector, registry_.selector_ids()));
+          return nullptr;
+        }
+        sel = *found;
+      } else {
+        std::string input = node.select_by;
+        sel.id = "select_by:" + input;
+        sel.description = "the value of input '" + input + "' names the branch";
+        sel.reads = {input};
+        sel.fn = [input](const PipelineState& s) -> std::string {
+          const Value& v = s.get(input);
+          if (v.is_none()) return {};
+          if (v.kind() != Kind::String)
+            throw InputError("'" + input + "' selects a branch and must be a string, but is " + kind_name(v.kind()));
+          return v.str();
+        };
+      }
+      out = std::make_shared<ConditionalBlocks>(std::move(children), desc, std::move(sel), node.default_child);
+      break;
+    }
+    case BlockKind::Leaf: break;
+  }
+  out->set_name(node.name);
+  out->set_trigger(node.trigger);
+  out->set_loc(node.loc);
+  return out;
+}
+
+void Pipeline::validate() const {
+  auto errs = problems();
+  if (!errs.empty()) throw ValidationErrors(std::move(errs));
+}
+
+// ---------------------------------------------------------------- plan
+
+void Pipeline::walk_plan(const Block& block, const std::string& path, const std::string& loop, PipelineState& known,
+                         Plan& plan) const {
+  auto note_components = [&](const Block& b) {
+    for (const auto& c : b.expected_components()) {
+      bool seen = false;
+      for (const auto& n : plan.components) seen = seen || n == c.name;
+      if (!seen) plan.components.push_back(c.name);
+    }
+  };
+  switch (block.kind()) {
+    case BlockKind::Leaf:
+      plan.blocks.push_back({path, block.type_id(), loop});
+      note_components(block);
+      for (const auto& o : block.outputs())
+        if (!known.has(o.name)) known.set(o.name, Value(true));
+      return;
+    case BlockKind::Sequential:
+      for (const auto& c : block.children()) walk_plan(*c, join_path(path, c->name()), loop, known, plan);
+      return;
+    case BlockKind::Loop: {
+      const auto& lb = static_cast<const LoopSequentialBlocks&>(block);
+      for (const auto& v : lb.loop_variables())
+        if (!known.has(v.name)) known.set(v.name, Value(true));
+      for (const auto& c : block.children()) walk_plan(*c, join_path(path, c->name()), path, known, plan);
+      return;
+    }
+    case BlockKind::Auto:
+    case BlockKind::Conditional: {
+      const auto& ab = static_cast<const AutoBlocks&>(block);
+      const Block* chosen = ab.select([&](const std::string& n) { return known.has(n); }, &known);
+      if (!chosen) {
+        plan.skipped.push_back(path.empty() ? "(root)" : path);
+        return;
+      }
+      walk_plan(*chosen, join_path(path, chosen->name()), loop, known, plan);
+      return;
+    }
+  }
+}
+
+Plan Pipeline::plan_for_inputs(const std::set<std::string>& present) const {
+  Plan plan;
+  plan.present.assign(present.begin(), present.end());
+  PipelineState known;
+  for (const auto& in : recipe_.inputs)
+    if (in.default_value) known.set(in.name, *in.default_value);
+  for (const auto& n : present)
+    if (!known.has(n)) known.set(n, Value(true));
+  walk_plan(*root_, "", "", known, plan);
+  return plan;
+}
+
+Plan Pipeline::plan(const std::string& workflow) const {
+  auto it = recipe_.workflows.find(workflow);
+  if (it == recipe_.workflows.end()) {
+    std::vector<std::string> names;
+    for (const auto& kv : recipe_.workflows) names.push_back(kv.first);
+    std::string hint = did_you_mean(workflow, names);
+    if (hint.empty()) {
+      hint = names.empty() ? "this recipe declares no workflows" : "workflows of this recipe:";
+      for (const auto& n : names) hint += " " + n;
+    }
+    throw ValidationError("unknown workflow '" + workflow + "'", {recipe_.file}, {}, hint);
+  }
+  Plan p = plan_for_inputs({it->second.inputs.begin(), it->second.inputs.end()});
+  p.workflow = workflow;
+  return p;
+}
+
+std::string format_plan(const Plan& plan) {
+  std::ostringstream os;
+  os << "workflow: " << (plan.workflow.empty() ? "(from inputs)" : plan.workflow) << "\ninputs:";
+  for (const auto& p : plan.present) os << ' ' << p;
+  os << "\nblocks:\n";
+  for (const auto& e : plan.blocks) {
+    os << "  ";
+    if (!e.loop.empty()) os << "  ";
+    os << e.path << "  [" << e.block_id << "]";
+    if (!e.loop.empty()) os << "  (each iteration of " << e.loop << ")";
+    os << '\n';
+  }
+  if (!plan.skipped.empty()) {
+    os << "skipped:";
+    for (const auto& s : plan.skipped) os << ' ' << s;
+    os << '\n';
+  }
+  os << "components:";
+  if (plan.components.empty()) os << " (none)";
+  for (const auto& c : plan.components) os << ' ' << c;
+  os << '\n';
+  return os.str();
+}
+
+// ---------------------------------------------------------------- inputs
+
+std::vector<std::string> Pipeline::input_names() const {
+  std::set<std::string> names;
+  for (const auto& in : recipe_.inputs) names.insert(in.name);
+  walk_blocks(*root_, [&](const std::string&, const Block& b, const std::vector<const Block*>&) {
+    if (b.kind() == BlockKind::Leaf)
+      for (const auto& p : b.inputs())
+        if (p.kwargs_type.empty() || p.kind != Kind::Map) names.insert(p.name);
+  });
+  for (const auto& p : root_->inputs()) names.insert(p.name);
+  return {names.begin(), names.end()};
+}
+
+Kind Pipeline::input_kind(const std::string& name) const {
+  if (const RecipeInput* in = recipe_.find_input(name)) {
+    if (in->kind) return *in->kind;
+  }
+  Kind found = Kind::None;
+  walk_blocks(*root_, [&](const std::string&, const Block& b, const std::vector<const Block*>&) {
+    if (found != Kind::None || b.kind() != BlockKind::Leaf) return;
+    for (const auto& p : b.inputs())
+      if (p.name == name && p.kind != Kind::Any) found = p.kind;
+  });
+  if (found != Kind::None) return found;
+  if (const RecipeInput* in = recipe_.find_input(name)) {
+    if (in->default_value) return in->default_value->kind();
+    return Kind::Any;
+  }
+  for (const auto& p : root_->inputs())
+    if (p.name == name) return p.kind;
+  throw InputError("this pipeline has no input named '" + name + "'", {recipe_.file}, {},
+                   [&] {
+                     std::string h = did_you_mean(name, input_names());
+                     return h.empty() ? "see `tessera recipe doc " + recipe_.file + "` for its inputs" : h;
+                   }());
+}
+
+Value Pipeline::parse_input(const std::string& name, const std::string& text) const {
+  return parse_value(input_kind(name), text, name);
+}
+
+std::vector<ComponentSpec> Pipeline::resolved_components(const ValueMap& inputs) const {
+  auto substitute = [&](const std::string& s, bool& from_recipe) {
+    std::string out;
+    size_t i = 0;
+    while (i < s.size()) {
+      size_t b = s.find("${", i);
+      if (b == std::string::npos) {
+        out += s.substr(i);
+        break;
+      }
+      size_t e = s.find('}', b);
+      if (e == std::string::npos) {
+        out += s.substr(i);
+        break;
+      }
+      out += s.substr(i, b - i);
+      std::string var = s.substr(b + 2, e - b - 2);
+      auto it = inputs.find(var);
+      if (it != inputs.end()) {
+        out += it->second.kind() == Kind::String ? it->second.str() : it->second.repr();
+        from_recipe = false;
+      } else if (const RecipeInput* in = recipe_.find_input(var); in && in->default_value) {
+        out += in->default_value->kind() == Kind::String ? in->default_value->str() : in->default_value->repr();
+      } else {
+        throw InputError("component path uses '${" + var + "}', which has no value", {recipe_.file}, {},
+                         "give it with --set " + var + "=…");
+      }
+      i = e + 1;
+    }
+    return out;
+  };
+  std::vector<ComponentSpec> out;
+  for (const auto& [name, rc] : recipe_.components) {
+    ComponentSpec spec = rc.spec;
+    bool from_recipe = true;
+    spec.from = substitute(spec.from, from_recipe);
+    spec.subfolder = substitute(spec.subfolder, from_recipe);
+    spec.variant = substitute(spec.variant, from_recipe);
+    // A relative folder written in the recipe resolves against the recipe's folder; one given on the
+    // command line resolves against the working directory.
+    if (!spec.from.empty() && from_recipe && fs::path(spec.from).is_relative() && !rc.origin_dir.empty())
+      spec.from = (fs::path(rc.origin_dir) / spec.from).lexically_normal().string();
+    out.push_back(std::move(spec));
+  }
+  // Components that blocks expect and the recipe does not declare: created from the block's spec.
+  std::set<std::string> declared;
+  for (const auto& s : out) declared.insert(s.name);
+  for (const auto& c : root_->expected_components())
+    if (!declared.count(c.name)) out.push_back(c);
+  return out;
+}
+
+// ---------------------------------------------------------------- run
+
+PipelineState Pipeline::run(const ValueMap& inputs, const RunOptions& options) {
+  c10::InferenceMode inference_guard;
+  PipelineState state;
+  for (const auto& in : recipe_.inputs)
+    if (in.default_value) state.set(in.name, *in.default_value);
+  std::vector<std::string> names = input_names();
+  std::set<std::string> name_set(names.begin(), names.end());
+  for (const auto& [name, v] : inputs) {
+    if (!name_set.count(name))
+      throw InputError("this pipeline has no input named '" + name + "'", {recipe_.file}, {},
+                       did_you_mean(name, names));
+    Kind k = input_kind(name);
+    state.set(name, v.coerced(k, name));
+  }
+  std::vector<std::string> missing;
+  for (const auto& in : recipe_.inputs)
+    if (in.required && !state.has(in.name)) missing.push_back(in.name);
+  for (const auto& p : root_->inputs())
+    if (p.required && !p.default_value && !state.has(p.name)) {
+      bool dup = false;
+      for (const auto& m : missing) dup = dup || m == p.name;
+      if (!dup) missing.push_back(p.name);
+    }
+  if (!missing.empty() && options.resume_after.empty()) {
+    std::string list, sets;
+    for (const auto& m : missing) list += (list.empty() ? "" : ", ") + m, sets += " --set " + m + "=…";
+    throw InputError("missing required input" + std::string(missing.size() > 1 ? "s " : " ") + list, {recipe_.file}, {},
+                     "give them with" + sets);
+  }
+
+  // Components: resolve paths against this run's inputs; from_config ones are created now.
+  for (auto& spec : resolved_components(inputs)) components_->add_spec(spec);
+  components_->create_from_config_components();
+
+  ExecContext ctx;
+  ctx.components = components_.get();
+  ctx.observers = options.observers;
+  ctx.step_callbacks = options.step_callbacks;
+  ctx.resume_after = options.resume_after;
+  ctx.on_resume = options.on_resume;
+  root_->execute(ctx, state, "");
+  if (!ctx.resume_after.empty())
+    throw CheckpointError("the run never reached block '" + ctx.resume_after + "' to resume after it");
+  return state;
+}
+
+}  // namespace tessera
