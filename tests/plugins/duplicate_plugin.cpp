@@ -1,0 +1,22 @@
+// A plugin that registers 'sample.affine', which the sample plugin registers too: the second one to load
+// must fail with an error naming both files.
+#include "engine/plugin_abi.h"
+#include "engine/registry.h"
+
+namespace {
+
+/// Same id as the sample's block; it never runs.
+class DuplicateAffine final : public tessera::LeafBlock {
+ public:
+  explicit DuplicateAffine(const tessera::ValueMap&) {}
+  tessera::BlockSpec spec() const override { return tessera::BlockSpec("sample.affine", "a clash"); }
+  void run(tessera::Components&, tessera::BlockState&) const override {}
+};
+
+void register_duplicate(tessera::Registry& registry) {
+  tessera::add_block_type<DuplicateAffine>(registry, "sample.affine", "a clash with the sample plugin");
+}
+
+}  // namespace
+
+TESSERA_PLUGIN("duplicate", register_duplicate)
