@@ -269,7 +269,7 @@ std::vector<ComponentSpec> Pipeline::resolved_components(const ValueMap& inputs)
     spec.variant = substitute(spec.variant, from_recipe);
     // A relative folder written in the recipe resolves against the recipe's folder; one given on the
     // command line resolves against the working directory.
-    if (!spec.from.empty() && from_recipe && fs::path(spec.from).is_relative() && !rc.origin_dir.empty())
+    if (!spec.from.empty() && from_recipe && fs::path(spec.from).is_relative())
       spec.from = (fs::path(rc.origin_dir) / spec.from).lexically_normal().string();
     out.push_back(std::move(spec));
   }

@@ -149,6 +149,10 @@ std::vector<ValidationError> Pipeline::problems() const {
       for (const auto& v : static_cast<const LoopSequentialBlocks&>(b).loop_variables()) block_outputs.insert(v.name);
     if (b.kind() == BlockKind::Conditional)
       for (const auto& r : static_cast<const ConditionalBlocks&>(b).selector().reads) block_inputs.insert(r);
+    if (b.kind() == BlockKind::Loop) {
+      const auto& lo = static_cast<const LoopSequentialBlocks&>(b).options();
+      block_inputs.insert(lo.over.empty() ? lo.count : lo.over);
+    }
     if (b.kind() != BlockKind::Leaf) return;
     for (const auto& p : b.inputs()) {
       block_inputs.insert(p.name);
@@ -211,9 +215,13 @@ std::vector<ValidationError> Pipeline::problems() const {
   for (const auto& [name, rc] : recipe_.components)
     for (const std::string* field : {&rc.spec.from, &rc.spec.subfolder, &rc.spec.variant})
       for (const auto& var : placeholders(*field)) used_by_components.insert(var);
+  std::set<std::string> triggers;
+  walk_blocks(*root_, [&](const std::string&, const Block& b, const std::vector<const Block*>&) {
+    if (!b.trigger().empty()) triggers.insert(b.trigger());
+  });
   std::vector<std::string> readable(block_inputs.begin(), block_inputs.end());
   for (const auto& in : recipe_.inputs) {
-    if (!block_inputs.count(in.name) && !used_by_components.count(in.name)) {
+    if (!block_inputs.count(in.name) && !used_by_components.count(in.name) && !triggers.count(in.name)) {
       ck.add(ValidationError("input '" + in.name + "' is declared, but no block reads it", in.loc, {},
                              did_you_mean(in.name, readable)));
       continue;
@@ -251,7 +259,7 @@ std::vector<ValidationError> Pipeline::problems() const {
   // Workflows: their inputs are known names; each workflow's execution has every required input.
   for (const auto& [name, wf] : recipe_.workflows)
     for (const auto& in : wf.inputs)
-      if (!block_inputs.count(in) && !recipe_.find_input(in))
+      if (!block_inputs.count(in) && !recipe_.find_input(in) && !triggers.count(in))
         ck.add(ValidationError("workflow '" + name + "' names input '" + in + "', which no block reads", wf.loc, {},
                                did_you_mean(in, readable)));
   if (recipe_.workflows.empty()) {
