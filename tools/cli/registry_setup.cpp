@@ -1,0 +1,12 @@
+#include "tools/cli/registry_setup.h"
+
+#include "blocks/register.h"
+
+namespace tessera::cli {
+
+void register_all_builtins(Registry& registry) {
+  register_builtin_engine(registry);
+  register_builtin_blocks(registry);
+}
+
+}  // namespace tessera::cli
