@@ -1,0 +1,10 @@
+#pragma once
+/// common.*: model-free blocks (noise, step schedules, smoothing, latents → images).
+#include "engine/registry.h"
+
+namespace tessera {
+
+/// Registers common.prepare_noise, common.set_steps, common.diffuse_step and common.to_image.
+void register_common_blocks(Registry& r);
+
+}  // namespace tessera
