@@ -1,1 +1,36 @@
-# Install rules and the CMake package config (filled in below).
+# Install rules and the CMake package: an application does
+#   find_package(Tessera REQUIRED)
+#   target_link_libraries(app PRIVATE tessera::engine tessera::blocks)
+include(CMakePackageConfigHelpers)
+
+set(TESSERA_INSTALL_CMAKEDIR ${CMAKE_INSTALL_LIBDIR}/cmake/Tessera)
+set(TESSERA_INSTALL_TARGETS tessera_engine)
+foreach(t tessera_blocks tessera_schedulers tessera_guiders tessera_models tessera_parity)
+  if(TARGET ${t})
+    list(APPEND TESSERA_INSTALL_TARGETS ${t})
+  endif()
+endforeach()
+
+install(TARGETS ${TESSERA_INSTALL_TARGETS} EXPORT TesseraTargets
+  LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}
+  ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}
+  RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR}
+  INCLUDES DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/tessera)
+
+# Headers keep their root-relative layout: #include "engine/registry.h".
+foreach(dir engine blocks schedulers guiders models tools/parity)
+  if(EXISTS ${PROJECT_SOURCE_DIR}/${dir})
+    install(DIRECTORY ${PROJECT_SOURCE_DIR}/${dir}/ DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/tessera/${dir}
+            FILES_MATCHING PATTERN "*.h")
+  endif()
+endforeach()
+install(FILES ${PROJECT_BINARY_DIR}/generated/engine/version.h DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/tessera/engine)
+
+install(EXPORT TesseraTargets NAMESPACE tessera:: DESTINATION ${TESSERA_INSTALL_CMAKEDIR})
+configure_package_config_file(${PROJECT_SOURCE_DIR}/cmake/TesseraConfig.cmake.in
+  ${PROJECT_BINARY_DIR}/TesseraConfig.cmake INSTALL_DESTINATION ${TESSERA_INSTALL_CMAKEDIR})
+write_basic_package_version_file(${PROJECT_BINARY_DIR}/TesseraConfigVersion.cmake
+  VERSION ${PROJECT_VERSION} COMPATIBILITY SameMinorVersion)
+install(FILES ${PROJECT_BINARY_DIR}/TesseraConfig.cmake ${PROJECT_BINARY_DIR}/TesseraConfigVersion.cmake
+  DESTINATION ${TESSERA_INSTALL_CMAKEDIR})
+install(FILES ${PROJECT_SOURCE_DIR}/recipes/demo/noise_to_image.yaml DESTINATION ${CMAKE_INSTALL_DATADIR}/tessera/recipes/demo)

@@ -92,8 +92,19 @@ std::string did_you_mean(const std::string& word, const std::vector<std::string>
   }
   // Close enough: at most a third of the word's length (at least 2 edits) away.
   size_t limit = std::max<size_t>(2, word.size() / 3);
-  if (best.empty() || best_d > limit) return {};
-  return "did you mean '" + best + "'?";
+  if (!best.empty() && best_d <= limit) return "did you mean '" + best + "'?";
+  // A truncated name ("common.prepare" for "common.prepare_noise"): suggest the candidates it starts.
+  if (word.size() >= 3) {
+    std::vector<std::string> starts;
+    for (const auto& c : candidates)
+      if (c.size() > word.size() && c.compare(0, word.size(), word) == 0) starts.push_back(c);
+    if (!starts.empty() && starts.size() <= 3) {
+      std::string s = "did you mean ";
+      for (size_t i = 0; i < starts.size(); ++i) s += (i ? (i + 1 == starts.size() ? " or '" : ", '") : "'") + starts[i] + "'";
+      return s + "?";
+    }
+  }
+  return {};
 }
 
 }  // namespace tessera

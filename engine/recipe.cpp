@@ -1,5 +1,6 @@
 #include "engine/recipe.h"
 
+#include <yaml-cpp/depthguard.h>
 #include <yaml-cpp/yaml.h>
 
 #include <filesystem>
@@ -393,6 +394,10 @@ Recipe parse_document(const std::string& text_in, const std::string& file, LoadC
   YAML::Node doc;
   try {
     doc = YAML::Load(text);
+  } catch (const YAML::DeepRecursion& e) {
+    SourceLoc loc{file, e.mark.is_null() ? 0 : e.mark.line + 1, e.mark.is_null() ? 0 : e.mark.column + 1};
+    throw RecipeError("recipe nests collections too deeply for the YAML parser (depth " + std::to_string(e.depth()) + ")",
+                      loc, {}, "recipes need only a few levels of nesting");
   } catch (const YAML::Exception& e) {
     SourceLoc loc{file, e.mark.is_null() ? 0 : e.mark.line + 1, e.mark.is_null() ? 0 : e.mark.column + 1};
     throw RecipeError("malformed YAML: " + e.msg, loc, {}, "fix the YAML syntax at this line and column");

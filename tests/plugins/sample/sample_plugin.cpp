@@ -53,7 +53,26 @@ class ClampTensorStep final : public tessera::LeafBlock {
   double min_, max_;
 };
 
+/// latents = factor * latents: a block that slots into the standard latent pipelines.
+class ScaleLatentsStep final : public tessera::LeafBlock {
+ public:
+  explicit ScaleLatentsStep(const ValueMap& params) : factor_(params.at("factor").to_float("factor")) {}
+  BlockSpec spec() const override {
+    return BlockSpec("sample.scale_latents", "latents = factor * latents")
+        .input(InputParam("latents", Kind::Tensor, "latents [B, C, h, w]", /*required=*/true))
+        .output(OutputParam("latents", Kind::Tensor, "scaled latents"));
+  }
+  void run(Components&, BlockState& state) const override {
+    state.set("latents", state.tensor("latents") * factor_);
+  }
+
+ private:
+  double factor_;
+};
+
 void register_sample_blocks(tessera::Registry& registry) {
+  tessera::add_block_type<ScaleLatentsStep>(registry, "sample.scale_latents", "latents = factor * latents",
+                                            {InputParam("factor", Kind::Float, "scale").with_default(Value(1.0))});
   tessera::add_block_type<AffineStep>(registry, "sample.affine", "y = a * x + b, elementwise",
                                       {InputParam("a", Kind::Float, "scale").with_default(Value(1.0)),
                                        InputParam("b", Kind::Float, "offset").with_default(Value(0.0))});
