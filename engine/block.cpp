@@ -222,12 +222,15 @@ void LoopSequentialBlocks::execute_impl(ExecContext& ctx, PipelineState& state, 
     n = c.to_int(options_.count);
     if (n < 0) throw InputError("loop count '" + options_.count + "' is negative (" + std::to_string(n) + ")", loc(), path);
   }
+  // Split a tensor once: indexing it every iteration costs about as much as a leaf block call.
+  std::vector<at::Tensor> elements;
+  if (over.kind() == Kind::Tensor) elements = over.tensor().unbind(0);
   for (int64_t i = 0; i < n; ++i) {
     state.set(options_.index_name, Value(i));
     if (!options_.over.empty()) {
       Value v;
       switch (over.kind()) {
-        case Kind::Tensor: v = Value(over.tensor()[i]); break;
+        case Kind::Tensor: v = Value(elements[static_cast<size_t>(i)]); break;
         case Kind::TensorList: v = Value(over.tensor_list()[i]); break;
         case Kind::IntList: v = Value(over.int_list()[i]); break;
         case Kind::FloatList: v = Value(over.float_list()[i]); break;
