@@ -1,0 +1,123 @@
+// Scheduler configuration: diffusers' defaults, mistyped fields, unknown names, bad step counts, registry wiring.
+#include <catch2/catch.hpp>
+
+#include <filesystem>
+#include <fstream>
+
+#include "schedulers/register.h"
+
+using namespace tessera;
+using nlohmann::json;
+
+namespace {
+std::string error_text(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+}  // namespace
+
+TEST_CASE("make_scheduler applies diffusers defaults", "[schedulers]") {
+  auto ddim = make_scheduler("DDIMScheduler", json::object());
+  CHECK(ddim->type() == "DDIMScheduler");
+  CHECK(ddim->num_train_timesteps() == 1000);
+  CHECK(ddim->order() == 1);
+  ddim->set_timesteps(10);
+  // leading spacing, steps_offset 0: 900, 800, …, 0
+  CHECK(ddim->timesteps().scalar_type() == at::kLong);
+  CHECK(ddim->timestep_at(0) == 900);
+  CHECK(ddim->timestep_at(9) == 0);
+
+  auto euler = make_scheduler("EulerDiscreteScheduler", json{{"num_train_timesteps", 500}});
+  euler->set_timesteps(5);
+  CHECK(euler->timesteps().scalar_type() == at::kFloat);
+  CHECK(euler->timestep_at(0) == 499);
+  CHECK(euler->sigmas().size(0) == 6);
+  CHECK(euler->init_noise_sigma() == Approx(euler->sigmas()[0].item<float>()));
+}
+
+TEST_CASE("num_inference_steps out of range is a clear error", "[schedulers]") {
+  for (const auto& name : builtin_scheduler_names()) {
+    auto s = make_scheduler(name, json{{"num_train_timesteps", 100}});
+    INFO(name);
+    CHECK_THROWS_AS(s->set_timesteps(0), ValidationError);
+    CHECK_THROWS_AS(s->set_timesteps(-3), ValidationError);
+    CHECK(error_text([&] { s->set_timesteps(101); }).find("num_train_timesteps") != std::string::npos);
+    CHECK_NOTHROW(s->set_timesteps(100));
+  }
+}
+
+TEST_CASE("unknown scheduler names suggest the closest one", "[schedulers]") {
+  std::string msg = error_text([] { make_scheduler("EulerDiscreteSchedular", json::object()); });
+  CHECK(msg.find("unknown scheduler 'EulerDiscreteSchedular'") != std::string::npos);
+  CHECK(msg.find("EulerDiscreteScheduler") != std::string::npos);
+  CHECK_THROWS_AS(make_scheduler("NoSuchThing", json::object()), ValidationError);
+}
+
+TEST_CASE("mistyped config fields name the field and the file", "[schedulers]") {
+  std::string msg = error_text([] { make_scheduler("DDIMScheduler", json{{"beta_start", "0.1"}}, "x/scheduler_config.json"); });
+  CHECK(msg.find("beta_start") != std::string::npos);
+  CHECK(msg.find("x/scheduler_config.json") != std::string::npos);
+  CHECK_THROWS_AS(make_scheduler("DDIMScheduler", json{{"num_train_timesteps", 10.5}}), ValidationError);
+  CHECK_THROWS_AS(make_scheduler("DDIMScheduler", json{{"clip_sample", 1}}), ValidationError);
+  msg = error_text([] { make_scheduler("DDIMScheduler", json{{"prediction_type", "epsilom"}}); });
+  CHECK(msg.find("prediction_type") != std::string::npos);
+  CHECK(msg.find("epsilon") != std::string::npos);
+  CHECK_THROWS_AS(make_scheduler("DDIMScheduler", json{{"timestep_spacing", "middle"}}), ValidationError);
+  CHECK_THROWS_AS(make_scheduler("DDIMScheduler", json{{"trained_betas", {0.1, 0.2}}}), ValidationError);
+  CHECK_THROWS_AS(make_scheduler("DDIMScheduler", json::array()), ValidationError);
+}
+
+TEST_CASE("fields diffusers ignores are accepted (logged)", "[schedulers]") {
+  // Real configs carry fields of other classes (clip_sample in an Euler config) and _class_name.
+  CHECK_NOTHROW(make_scheduler("EulerDiscreteScheduler",
+                               json{{"_class_name", "PNDMScheduler"}, {"clip_sample", false}, {"skip_prk_steps", true}}));
+}
+
+TEST_CASE("JSON with NaN/Infinity literals parses", "[schedulers]") {
+  json j = parse_json_lenient(R"({"a": -Infinity, "b": "NaN in a string", "c": Infinity, "d": NaN})");
+  CHECK(j["a"] == "-Infinity");
+  CHECK(j["b"] == "NaN in a string");
+  CHECK(j["c"] == "Infinity");
+  CHECK_THROWS_AS(parse_json_lenient("{oops"), ValidationError);
+}
+
+TEST_CASE("schedulers are registered component types, from config or from a folder", "[schedulers]") {
+  Registry r;
+  register_builtin_schedulers(r);
+  auto types = r.component_types(ComponentCategory::Scheduler);
+  CHECK(std::find(types.begin(), types.end(), "DDIMScheduler") != types.end());
+
+  ComponentSpec spec;
+  spec.name = "scheduler";
+  spec.type = "DDIMScheduler";
+  spec.creation = Creation::FromConfig;
+  spec.config = Value(ValueMap{{"steps_offset", Value(1)}, {"timestep_spacing", Value("trailing")}});
+  auto s = std::dynamic_pointer_cast<Scheduler>(r.create_component(spec));
+  REQUIRE(s);
+  s->set_timesteps(10);
+  CHECK(s->timestep_at(0) == 999);
+
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::temp_directory_path() / ("tessera_sched_" + std::to_string(::getpid()));
+  fs::create_directories(dir / "scheduler");
+  std::ofstream(dir / "scheduler" / "scheduler_config.json")
+      << R"({"_class_name": "DDIMScheduler", "steps_offset": 1, "lambda_min_clipped": -Infinity})";
+  ComponentSpec from;
+  from.name = "scheduler";
+  from.type = "EulerDiscreteScheduler";
+  from.from = dir.string();
+  from.subfolder = "scheduler";
+  from.config = Value(ValueMap{{"timestep_spacing", Value("leading")}});
+  auto e = std::dynamic_pointer_cast<Scheduler>(r.create_component(from));
+  REQUIRE(e);
+  e->set_timesteps(10);
+  CHECK(e->timestep_at(0) == 901);  // leading + steps_offset from the file
+
+  from.subfolder = "missing";
+  CHECK_THROWS_AS(r.create_component(from), ModelLoadError);
+  fs::remove_all(dir);
+}
