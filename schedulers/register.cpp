@@ -7,7 +7,10 @@
 #include <sstream>
 
 #include "schedulers/ddim.h"
+#include "schedulers/ddpm.h"
+#include "schedulers/euler_ancestral_discrete.h"
 #include "schedulers/euler_discrete.h"
+#include "schedulers/pndm.h"
 
 namespace tessera {
 
@@ -26,7 +29,11 @@ SchedulerType entry(std::string description) {
 const std::map<std::string, SchedulerType>& scheduler_types() {
   static const std::map<std::string, SchedulerType> types = {
       {"DDIMScheduler", entry<DDIMScheduler>("DDIM: deterministic (eta 0) or stochastic denoising diffusion implicit model")},
+      {"DDPMScheduler", entry<DDPMScheduler>("DDPM: ancestral sampling with the posterior variance")},
+      {"EulerAncestralDiscreteScheduler",
+       entry<EulerAncestralDiscreteScheduler>("Euler steps with ancestral noise (k-diffusion euler_a)")},
       {"EulerDiscreteScheduler", entry<EulerDiscreteScheduler>("Euler method on the sigma ODE (k-diffusion)")},
+      {"PNDMScheduler", entry<PNDMScheduler>("PNDM: Runge-Kutta warm-up then linear multistep (PLMS)")},
   };
   return types;
 }

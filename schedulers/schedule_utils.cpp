@@ -143,6 +143,13 @@ at::Tensor to_float_tensor(const std::vector<double>& v) {
   return t;
 }
 
+at::Tensor to_long_tensor(const std::vector<double>& v) {
+  at::Tensor t = at::empty({static_cast<int64_t>(v.size())}, at::kLong);
+  int64_t* p = t.data_ptr<int64_t>();
+  for (size_t i = 0; i < v.size(); ++i) p[i] = static_cast<int64_t>(std::nearbyint(v[i]));
+  return t;
+}
+
 at::Tensor expand_like(const at::Tensor& factor, const at::Tensor& like) {
   at::Tensor f = factor.flatten();
   while (f.dim() < like.dim()) f = f.unsqueeze(-1);

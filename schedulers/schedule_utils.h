@@ -43,6 +43,8 @@ double sigma_to_t(double sigma, const std::vector<double>& log_sigmas);
 std::vector<double> train_sigmas(const at::Tensor& alphas_cumprod);
 /// float32 tensor from doubles (each value rounded to float, as numpy's astype(np.float32)).
 at::Tensor to_float_tensor(const std::vector<double>& v);
+/// int64 tensor from doubles rounded half to even (numpy's round then astype(np.int64)).
+at::Tensor to_long_tensor(const std::vector<double>& v);
 /// Broadcasts a per-batch [B] (or [1]) factor over `like`'s trailing dimensions.
 at::Tensor expand_like(const at::Tensor& factor, const at::Tensor& like);
 /// Stochastic steps: the injected noise, or a standard normal draw from `generator` with `like`'s shape and dtype.
