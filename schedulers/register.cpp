@@ -8,6 +8,7 @@
 
 #include "schedulers/ddim.h"
 #include "schedulers/ddpm.h"
+#include "schedulers/dpmsolver_multistep.h"
 #include "schedulers/euler_ancestral_discrete.h"
 #include "schedulers/euler_discrete.h"
 #include "schedulers/pndm.h"
@@ -30,6 +31,8 @@ const std::map<std::string, SchedulerType>& scheduler_types() {
   static const std::map<std::string, SchedulerType> types = {
       {"DDIMScheduler", entry<DDIMScheduler>("DDIM: deterministic (eta 0) or stochastic denoising diffusion implicit model")},
       {"DDPMScheduler", entry<DDPMScheduler>("DDPM: ancestral sampling with the posterior variance")},
+      {"DPMSolverMultistepScheduler",
+       entry<DPMSolverMultistepScheduler>("DPM-Solver(++) multistep, orders 1-3, optional SDE and Karras sigmas")},
       {"EulerAncestralDiscreteScheduler",
        entry<EulerAncestralDiscreteScheduler>("Euler steps with ancestral noise (k-diffusion euler_a)")},
       {"EulerDiscreteScheduler", entry<EulerDiscreteScheduler>("Euler method on the sigma ODE (k-diffusion)")},
