@@ -44,7 +44,7 @@ TEST_CASE("the sample plugin registers blocks that run", "[engine][plugin]") {
   CHECK(plugin.path == canonical(TESSERA_SAMPLE_PLUGIN));
   CHECK(plugin.engine_version == engine_version_string());
   CHECK(plugin.torch_version == torch_version_string());
-  CHECK(plugin.block_ids == std::vector<std::string>{"sample.affine", "sample.clamp_tensor"});
+  CHECK(plugin.block_ids == std::vector<std::string>{"sample.affine", "sample.clamp_tensor", "sample.scale_latents"});
   CHECK(plugin.component_types.empty());
   REQUIRE(registry.find_block("sample.affine") != nullptr);
   CHECK(registry.find_block("sample.affine")->source == plugin.path);
@@ -87,7 +87,7 @@ TEST_CASE("loading a plugin twice is a no-op", "[engine][plugin]") {
   // Another registry gets its own registrations from the already opened library.
   Registry other;
   PluginLoader other_loader(other);
-  CHECK(other_loader.load(TESSERA_SAMPLE_PLUGIN).block_ids.size() == 2);
+  CHECK(other_loader.load(TESSERA_SAMPLE_PLUGIN).block_ids.size() == 3);
 }
 
 TEST_CASE("a missing plugin file is reported as missing", "[engine][plugin]") {
