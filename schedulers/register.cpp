@@ -12,6 +12,7 @@
 #include "schedulers/euler_ancestral_discrete.h"
 #include "schedulers/euler_discrete.h"
 #include "schedulers/pndm.h"
+#include "schedulers/unipc_multistep.h"
 
 namespace tessera {
 
@@ -36,6 +37,7 @@ const std::map<std::string, SchedulerType>& scheduler_types() {
       {"EulerAncestralDiscreteScheduler",
        entry<EulerAncestralDiscreteScheduler>("Euler steps with ancestral noise (k-diffusion euler_a)")},
       {"EulerDiscreteScheduler", entry<EulerDiscreteScheduler>("Euler method on the sigma ODE (k-diffusion)")},
+      {"UniPCMultistepScheduler", entry<UniPCMultistepScheduler>("UniPC: unified predictor-corrector multistep")},
       {"PNDMScheduler", entry<PNDMScheduler>("PNDM: Runge-Kutta warm-up then linear multistep (PLMS)")},
   };
   return types;
