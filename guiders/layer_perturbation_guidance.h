@@ -21,7 +21,7 @@ class LayerPerturbationGuidance : public Guider {
   /// Whether the perturbed pass runs at the current step.
   bool is_perturbation_enabled() const;
 
- protected:
+  /// The perturbed pass: its identifier, scale, window and hooks.
   struct Perturbation {
     std::string identifier;  ///< "pred_cond_skip" or "pred_cond_seg"
     double scale;
@@ -29,6 +29,8 @@ class LayerPerturbationGuidance : public Guider {
     double stop;
     std::vector<LayerHook> hooks;
   };
+
+ protected:
   LayerPerturbationGuidance(GuiderConfigReader& config, Perturbation perturbation);
   std::vector<PassPlan> plan() const override;
 

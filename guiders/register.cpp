@@ -7,11 +7,15 @@
 
 #include "engine/error.h"
 #include "guiders/adaptive_projected_guidance.h"
+#include "guiders/adaptive_projected_mix_guidance.h"
+#include "guiders/auto_guidance.h"
 #include "guiders/classifier_free_guidance.h"
 #include "guiders/classifier_free_zero_star_guidance.h"
 #include "guiders/guider_config.h"
+#include "guiders/magnitude_aware_guidance.h"
 #include "guiders/perturbed_attention_guidance.h"
 #include "guiders/skip_layer_guidance.h"
+#include "guiders/smoothed_energy_guidance.h"
 #include "guiders/tangential_classifier_free_guidance.h"
 
 namespace tessera {
@@ -40,6 +44,13 @@ const std::map<std::string, GuiderType>& guider_types() {
       {"PerturbedAttentionGuidance",
        entry<PerturbedAttentionGuidance>("PAG: extra pass with identity self-attention in chosen layers")},
       {"SkipLayerGuidance", entry<SkipLayerGuidance>("SLG: extra pass with chosen transformer blocks skipped")},
+      {"SmoothedEnergyGuidance",
+       entry<SmoothedEnergyGuidance>("SEG: extra pass with Gaussian-blurred self-attention queries")},
+      {"AdaptiveProjectedMixGuidance",
+       entry<AdaptiveProjectedMixGuidance>("APG-Mix: CFG for the first steps, then APG")},
+      {"MagnitudeAwareGuidance",
+       entry<MagnitudeAwareGuidance>("MAMBO-G: CFG scale shrinking with the relative update magnitude")},
+      {"AutoGuidance", entry<AutoGuidance>("AutoGuidance: unconditional pass through a degraded model")},
   };
   return types;
 }
