@@ -19,6 +19,7 @@
 #include "engine/trace.h"
 #include "engine/version.h"
 #include "tools/cli/registry_setup.h"
+#include "tools/parity/parity.h"
 
 namespace fs = std::filesystem;
 using namespace tessera;
@@ -321,6 +322,13 @@ int main(int argc, char** argv) {
   recipe_cmd->add_option("action", doc_action, "doc")->required()->check(CLI::IsMember({"doc"}));
   recipe_cmd->add_option("file", doc_recipe, "Recipe YAML file")->required();
 
+  ParityOptions parity;
+  auto* parity_cmd = app.add_subcommand("parity", "Compare Tessera with diffusers on a golden manifest (PASS/FAIL/SKIP per case)");
+  parity_cmd->add_option("--manifest", parity.manifest, "Golden manifest.json")->required();
+  parity_cmd->add_option("--filter", parity.filter_regex, "Run only cases whose name matches this regex");
+  parity_cmd->add_option("--models-dir", parity.models_dir, "Models folder (default: the manifest's, next to it)");
+  parity_cmd->add_flag("--verbose", parity.verbose, "One line per compared tensor");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -339,6 +347,7 @@ int main(int argc, char** argv) {
     if (*plan_cmd) return cmd_plan(g, plan_recipe, plan_workflow, plan_inputs);
     if (*blocks_cmd) return cmd_blocks(g, blocks_action, blocks_id);
     if (*recipe_cmd) return cmd_recipe_doc(g, doc_recipe);
+    if (*parity_cmd) return run_parity(parity, std::cout);
   } catch (const Error& e) {
     std::cerr << "tessera: " << e.what() << "\n";
     return static_cast<int>(e.code());
