@@ -32,7 +32,7 @@ struct LoadedPlugin {
 /// Keeps no record: calling it twice for one file registers twice (a duplicate-id error); use PluginLoader.
 /// Throws PluginError naming the file and the fix: missing file, dlopen failure, missing entry symbol,
 /// ABI / engine / LibTorch version mismatch, registration failure. When registration fails part-way,
-/// the ids registered before the failure stay in the registry (Registry has no removal).
+/// the block and component types it added before the failure are removed again.
 LoadedPlugin load_plugin(const std::string& path, Registry& registry);
 
 /// The engine's own versions, as a plugin's handshake is compared with them.

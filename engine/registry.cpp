@@ -59,6 +59,11 @@ void Registry::add_selector(Selector selector) {
   selectors_.emplace(selector.id, std::move(selector));
 }
 
+void Registry::remove(const std::vector<std::string>& block_ids, const std::vector<std::string>& component_types) {
+  for (const auto& id : block_ids) blocks_.erase(id);
+  for (const auto& t : component_types) components_.erase(t);
+}
+
 const BlockTypeInfo* Registry::find_block(const std::string& id) const {
   auto it = blocks_.find(id);
   return it == blocks_.end() ? nullptr : &it->second;

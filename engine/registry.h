@@ -45,6 +45,10 @@ class Registry {
   void add_component_type(ComponentTypeInfo info);
   void add_selector(Selector selector);
 
+  /// Removes block and component types by id (undoing a plugin whose registration failed half-way,
+  /// so a corrected plugin can be loaded again without duplicate-id errors).
+  void remove(const std::vector<std::string>& block_ids, const std::vector<std::string>& component_types);
+
   const BlockTypeInfo* find_block(const std::string& id) const;
   const ComponentTypeInfo* find_component_type(const std::string& type) const;
   const Selector* find_selector(const std::string& id) const;

@@ -276,3 +276,11 @@ TEST_CASE("registry: duplicate ids name both sources; did-you-mean on unknown id
   CHECK_THROWS_WITH(r.create_block("test.const", {{"output", Value("x")}, {"value", Value("high")}}),
                     Contains("should be float but is string"));
 }
+
+TEST_CASE("did-you-mean suggests close and truncated names, nothing for far ones", "[engine]") {
+  std::vector<std::string> ids{"common.prepare_noise", "common.set_steps", "common.to_image"};
+  CHECK(did_you_mean("common.set_step", ids) == "did you mean 'common.set_steps'?");
+  CHECK(did_you_mean("common.prepare", ids) == "did you mean 'common.prepare_noise'?");
+  CHECK(did_you_mean("common.", ids) == "did you mean 'common.prepare_noise', 'common.set_steps' or 'common.to_image'?");
+  CHECK(did_you_mean("vae_decode", ids).empty());
+}

@@ -13,7 +13,15 @@ class DuplicateAffine final : public tessera::LeafBlock {
   void run(tessera::Components&, tessera::BlockState&) const override {}
 };
 
+/// Registered before the clash: a failed registration must take it back out.
+class First final : public tessera::LeafBlock {
+ public:
+  explicit First(const tessera::ValueMap&) {}
+  tessera::BlockSpec spec() const override { return tessera::BlockSpec("duplicate.first", "registered first"); }
+  void run(tessera::Components&, tessera::BlockState&) const override {}
+};
 void register_duplicate(tessera::Registry& registry) {
+  tessera::add_block_type<First>(registry, "duplicate.first", "registered before the clash");
   tessera::add_block_type<DuplicateAffine>(registry, "sample.affine", "a clash with the sample plugin");
 }
 
