@@ -11,6 +11,8 @@
 #include "schedulers/dpmsolver_multistep.h"
 #include "schedulers/euler_ancestral_discrete.h"
 #include "schedulers/euler_discrete.h"
+#include "schedulers/flow_match_euler_discrete.h"
+#include "schedulers/lcm.h"
 #include "schedulers/pndm.h"
 #include "schedulers/unipc_multistep.h"
 
@@ -37,7 +39,10 @@ const std::map<std::string, SchedulerType>& scheduler_types() {
       {"EulerAncestralDiscreteScheduler",
        entry<EulerAncestralDiscreteScheduler>("Euler steps with ancestral noise (k-diffusion euler_a)")},
       {"EulerDiscreteScheduler", entry<EulerDiscreteScheduler>("Euler method on the sigma ODE (k-diffusion)")},
+      {"FlowMatchEulerDiscreteScheduler",
+       entry<FlowMatchEulerDiscreteScheduler>("Euler steps on a rectified flow (SD3, Flux), static or dynamic shift")},
       {"UniPCMultistepScheduler", entry<UniPCMultistepScheduler>("UniPC: unified predictor-corrector multistep")},
+      {"LCMScheduler", entry<LCMScheduler>("Latent consistency model multistep sampling")},
       {"PNDMScheduler", entry<PNDMScheduler>("PNDM: Runge-Kutta warm-up then linear multistep (PLMS)")},
   };
   return types;

@@ -5,12 +5,12 @@
 
 namespace tessera {
 
-BetaSchedule read_beta_schedule(SchedulerConfig& cfg, bool with_zero_snr) {
+BetaSchedule read_beta_schedule(SchedulerConfig& cfg, bool with_zero_snr, BetaDefaults defaults) {
   const int64_t n = cfg.get_int("num_train_timesteps", 1000);
-  const double beta_start = cfg.get_float("beta_start", 0.0001);
-  const double beta_end = cfg.get_float("beta_end", 0.02);
+  const double beta_start = cfg.get_float("beta_start", defaults.beta_start);
+  const double beta_end = cfg.get_float("beta_end", defaults.beta_end);
   const std::string schedule =
-      cfg.get_choice("beta_schedule", "linear", {"linear", "scaled_linear", "squaredcos_cap_v2"});
+      cfg.get_choice("beta_schedule", defaults.beta_schedule, {"linear", "scaled_linear", "squaredcos_cap_v2"});
   auto trained = cfg.get_optional_float_list("trained_betas");
   const bool zero_snr = with_zero_snr && cfg.get_bool("rescale_betas_zero_snr", false);
   if (n <= 0) cfg.fail("num_train_timesteps", "must be positive, got " + std::to_string(n));

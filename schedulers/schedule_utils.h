@@ -19,8 +19,13 @@ struct BetaSchedule {
 };
 
 /// Reads num_train_timesteps, beta_start, beta_end, beta_schedule (linear | scaled_linear | squaredcos_cap_v2),
-/// trained_betas and (when `with_zero_snr`) rescale_betas_zero_snr, and builds the schedule.
-BetaSchedule read_beta_schedule(SchedulerConfig& cfg, bool with_zero_snr = true);
+/// trained_betas and (when `with_zero_snr`) rescale_betas_zero_snr, and builds the schedule. The defaults are the
+/// class's own (most use 0.0001..0.02 linear; LCM, Heun and KDPM2 differ).
+struct BetaDefaults {
+  double beta_start = 0.0001, beta_end = 0.02;
+  const char* beta_schedule = "linear";
+};
+BetaSchedule read_beta_schedule(SchedulerConfig& cfg, bool with_zero_snr = true, BetaDefaults defaults = {});
 
 /// diffusers' betas_for_alpha_bar with the cosine transform ("squaredcos_cap_v2"), float32.
 at::Tensor betas_for_alpha_bar(int64_t num_diffusion_timesteps, double max_beta = 0.999);
