@@ -92,6 +92,17 @@ bool Components::is_loaded(const std::string& name) const {
   return it != specs_.end() && manager_->is_loaded(key_of(it->second));
 }
 
+const Value& Components::config(const std::string& name) const {
+  auto it = configs_.find(name);
+  if (it == configs_.end()) {
+    std::vector<std::string> names;
+    for (const auto& kv : configs_) names.push_back(kv.first);
+    throw ExecutionError("no config named '" + name + "' (a block must declare it with a ConfigSpec)", {}, {},
+                         did_you_mean(name, names));
+  }
+  return it->second;
+}
+
 void Components::unload(const std::string& name) { manager_->unload(key_of(spec(name))); }
 
 }  // namespace tessera

@@ -73,11 +73,17 @@ class Components {
   void unload(const std::string& name);
   ComponentsManager& manager() { return *manager_; }
 
+  /// Pipeline-level config values (ConfigSpec defaults, overridden by the recipe's `configs:`).
+  void set_config(const std::string& name, Value value) { configs_[name] = std::move(value); }
+  /// The value of config `name`; ExecutionError if no block declared it.
+  const Value& config(const std::string& name) const;
+
  private:
   std::string key_of(const ComponentSpec& spec) const;
   const Registry& registry_;
   std::shared_ptr<ComponentsManager> manager_;
   std::map<std::string, ComponentSpec> specs_;
+  std::map<std::string, Value> configs_;
 };
 
 }  // namespace tessera

@@ -315,6 +315,11 @@ PipelineState Pipeline::run(const ValueMap& inputs, const RunOptions& options) {
 
   // Components: resolve paths against this run's inputs; from_config ones are created now.
   for (auto& spec : resolved_components(inputs)) components_->add_spec(spec);
+  for (const auto& c : root_->expected_configs()) {
+    auto it = recipe_.configs.find(c.name);
+    components_->set_config(c.name, it != recipe_.configs.end() ? it->second.value.coerced(c.default_value.kind(), c.name)
+                                                                : c.default_value);
+  }
   components_->create_from_config_components();
 
   ExecContext ctx;

@@ -210,6 +210,24 @@ std::vector<ValidationError> Pipeline::problems() const {
                            {recipe_.file}, ps.first, "add it under 'components:' with 'type' and 'from'"));
   }
 
+  // Configs: each recipe config is declared by a block, with a value of the declared kind.
+  std::map<std::string, ConfigSpec> declared_configs;
+  for (const auto& c : root_->expected_configs()) declared_configs.emplace(c.name, c);
+  std::vector<std::string> config_names;
+  for (const auto& kv : declared_configs) config_names.push_back(kv.first);
+  for (const auto& [name, rc] : recipe_.configs) {
+    auto it = declared_configs.find(name);
+    if (it == declared_configs.end()) {
+      std::string hint = did_you_mean(name, config_names);
+      ck.add(ValidationError("config '" + name + "' is set, but no block declares it", rc.loc, {},
+                             hint.empty() ? (config_names.empty() ? "no block of this recipe takes configs" : "") : hint));
+    } else if (!it->second.default_value.is_none() && !kind_accepts(it->second.default_value.kind(), rc.value.kind())) {
+      ck.add(ValidationError("config '" + name + "' should be " + kind_name(it->second.default_value.kind()) + " but is " +
+                                 kind_name(rc.value.kind()) + " (" + rc.value.repr() + ")",
+                             rc.loc));
+    }
+  }
+
   // Recipe inputs: defaults of the right kind; each one read by something.
   std::set<std::string> used_by_components;
   for (const auto& [name, rc] : recipe_.components)

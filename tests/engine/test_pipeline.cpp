@@ -203,3 +203,16 @@ blocks:
   CHECK(test::TestWeights::loads == loads + 1);
   CHECK(p->components().spec("weights").from == "models/x");  // recipe-relative, recipe in the working dir
 }
+
+TEST_CASE("configs: block defaults, recipe overrides, validated names and kinds", "[engine][pipeline]") {
+  auto plain = build("version: 1\ninputs: {a: 1}\nblocks:\n  - {name: c, block: test.configured}\n");
+  CHECK(plain->run({}).get("shifted").to_float() == 1.5);
+  auto set = build("version: 1\ninputs: {a: 1}\nconfigs: {offset: 2}\nblocks:\n  - {name: c, block: test.configured}\n");
+  CHECK(problems_text(*set).empty());
+  CHECK(set->run({}).get("shifted").to_float() == 3.0);
+  auto typo = build("version: 1\ninputs: {a: 1}\nconfigs: {ofset: 2}\nblocks:\n  - {name: c, block: test.configured}\n");
+  CHECK_THAT(problems_text(*typo), Contains("p.yaml:3:11") && Contains("config 'ofset' is set, but no block declares it") &&
+                                       Contains("did you mean 'offset'"));
+  auto kind = build("version: 1\ninputs: {a: 1}\nconfigs: {offset: big}\nblocks:\n  - {name: c, block: test.configured}\n");
+  CHECK_THAT(problems_text(*kind), Contains("config 'offset' should be float but is string"));
+}

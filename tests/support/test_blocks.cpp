@@ -152,6 +152,20 @@ class Weighted final : public LeafBlock {
   }
 };
 
+class Configured final : public LeafBlock {
+ public:
+  explicit Configured(const ValueMap&) {}
+  BlockSpec spec() const override {
+    return BlockSpec("test.configured", "shifted = a + config offset")
+        .config({"offset", Value(0.5), "added to a"})
+        .input({"a", Kind::Float, "value", true})
+        .output({"shifted", Kind::Float, "a + offset"});
+  }
+  void run(Components& c, BlockState& s) const override {
+    s.set("shifted", Value(s.get_float("a") + c.config("offset").to_float("offset")));
+  }
+};
+
 class BadRead final : public LeafBlock {
  public:
   explicit BadRead(const ValueMap&) {}
@@ -191,6 +205,7 @@ void register_test_blocks(Registry& r) {
   add_block_type<NeedText>(r, "test.need_text", "length of a text");
   add_block_type<Scaled>(r, "test.scaled", "scaled = a * factor");
   add_block_type<Weighted>(r, "test.weighted", "uses a from_pretrained component");
+  add_block_type<Configured>(r, "test.configured", "shifted = a + config offset");
   add_block_type<BadRead>(r, "test.bad_read", "reads an undeclared input");
   add_block_type<NoOutput>(r, "test.no_output", "forgets its output");
   add_block_type<Throws>(r, "test.throws", "always fails");

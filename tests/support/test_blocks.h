@@ -15,6 +15,7 @@ namespace tessera::test {
 ///  - test.need_image  inputs image (image, required) → described (string)
 ///  - test.need_text   inputs text (string, required) → length (int)
 ///  - test.scaled      component scaler (TestScale, from_config) inputs a (float, required) → scaled (float)
+///  - test.configured config offset (float, default 0.5) inputs a (float, required) → shifted (float)
 ///  - test.bad_read    reads an undeclared name (SpecError)
 ///  - test.no_output   declares output 'y' and never sets it (SpecError)
 ///  - test.throws      throws std::runtime_error (ExecutionError)
