@@ -1,0 +1,150 @@
+#include "models/loading/state_dict.h"
+
+#include <torch/torch.h>
+
+#include <memory>
+#include <sstream>
+
+#include "engine/error.h"
+#include "engine/safetensors.h"
+
+namespace tessera {
+
+namespace {
+
+std::string shape_str(c10::IntArrayRef shape) {
+  std::ostringstream s;
+  s << "[";
+  for (size_t i = 0; i < shape.size(); ++i) s << (i ? ", " : "") << shape[i];
+  s << "]";
+  return s.str();
+}
+
+bool ignored(const std::string& key, const std::vector<std::string>& ignore) {
+  for (const auto& entry : ignore) {
+    if (key == entry) return true;
+    if (key.size() > entry.size() + 1 && key.compare(key.size() - entry.size(), entry.size(), entry) == 0 &&
+        key[key.size() - entry.size() - 1] == '.')
+      return true;
+  }
+  return false;
+}
+
+// Where a tensor of the files lives: which file and its header entry (no data read).
+struct FileTensor {
+  std::shared_ptr<SafetensorsFile> file;
+  SafetensorsEntry entry;
+};
+
+}  // namespace
+
+std::map<std::string, at::Tensor> read_safetensors_files(const std::vector<std::string>& files) {
+  std::map<std::string, at::Tensor> out;
+  std::map<std::string, std::string> owner;
+  for (const auto& path : files) {
+    SafetensorsFile f(path);
+    for (const auto& name : f.names()) {
+      if (owner.count(name))
+        throw ModelLoadError("tensor '" + name + "' is in both " + owner[name] + " and " + path);
+      owner[name] = path;
+      out[name] = f.tensor(name);
+    }
+  }
+  return out;
+}
+
+void load_state_dict(torch::nn::Module& module, const std::vector<std::string>& files, at::ScalarType dtype) {
+  LoadStateDictOptions o;
+  o.dtype = dtype;
+  load_state_dict(module, files, o);
+}
+
+void load_state_dict(torch::nn::Module& module, const std::vector<std::string>& files,
+                     const LoadStateDictOptions& options) {
+  if (files.empty()) throw ModelLoadError("no weight files given for " + module.name());
+  // Headers first: every problem is found before any tensor is touched.
+  std::map<std::string, FileTensor> in_files;
+  std::vector<std::string> problems;
+  for (const auto& path : files) {
+    auto f = std::make_shared<SafetensorsFile>(path);
+    for (const auto& name : f->names()) {
+      auto it = in_files.find(name);
+      if (it != in_files.end()) {
+        problems.push_back("tensor '" + name + "' is in two files: " + it->second.file->path() + " and " + path);
+        continue;
+      }
+      in_files[name] = FileTensor{f, f->entry(name)};
+    }
+  }
+
+  std::map<std::string, at::Tensor> targets;  // parameters and buffers by checkpoint key
+  for (const auto& p : module.named_parameters(/*recurse=*/true)) targets[p.key()] = p.value();
+  for (const auto& b : module.named_buffers(/*recurse=*/true)) targets[b.key()] = b.value();
+
+  std::vector<std::string> missing, unexpected;
+  for (const auto& [name, target] : targets) {
+    auto it = in_files.find(name);
+    if (it == in_files.end()) {
+      if (!ignored(name, options.ignore)) missing.push_back(name);
+      continue;
+    }
+    const auto& shape = it->second.entry.shape;
+    if (c10::IntArrayRef(shape) != target.sizes())
+      problems.push_back("tensor '" + name + "' has shape " + shape_str(shape) + " in " + it->second.file->path() +
+                         " but the model expects " + shape_str(target.sizes()));
+  }
+  for (const auto& [name, ft] : in_files)
+    if (!targets.count(name) && !ignored(name, options.ignore)) unexpected.push_back(name);
+
+  std::vector<std::string> file_names;
+  for (const auto& [name, ft] : in_files) file_names.push_back(name);
+  std::vector<std::string> target_names;
+  for (const auto& [name, t] : targets) target_names.push_back(name);
+  for (const auto& name : missing) {
+    std::string hint = did_you_mean(name, unexpected);
+    problems.push_back("tensor '" + name + "' " + shape_str(targets[name].sizes()) + " is missing from " +
+                       (files.size() == 1 ? files[0] : std::to_string(files.size()) + " files") +
+                       (hint.empty() ? "" : " (" + hint + ")"));
+  }
+  for (const auto& name : unexpected) {
+    const auto& ft = in_files[name];
+    problems.push_back("tensor '" + name + "' " + shape_str(ft.entry.shape) + " in " + ft.file->path() +
+                       " is not a parameter or buffer of the model");
+  }
+
+  if (!problems.empty()) {
+    std::ostringstream msg;
+    msg << problems.size() << " state-dict problem" << (problems.size() == 1 ? "" : "s") << " loading "
+        << (module.name().empty() ? "the model" : module.name()) << ":";
+    size_t shown = std::min(problems.size(), options.max_problems);
+    for (size_t i = 0; i < shown; ++i) msg << "\n  - " << problems[i];
+    if (problems.size() > shown) msg << "\n  … and " << problems.size() - shown << " more";
+    throw ModelLoadError(msg.str(), SourceLoc{files.size() == 1 ? files[0] : std::string()}, {},
+                         "the weights do not match the model built from config.json");
+  }
+
+  torch::NoGradGuard no_grad;
+  for (auto& [name, target] : targets) {
+    auto it = in_files.find(name);
+    if (it == in_files.end()) continue;  // ignored
+    at::Tensor src = it->second.file->tensor(name);
+    at::ScalarType want = at::isFloatingType(src.scalar_type()) ? options.dtype : target.scalar_type();
+    if (src.scalar_type() != want) src = src.to(want);
+    if (!src.is_contiguous()) src = src.contiguous();
+    if (target.device() != src.device()) {
+      target.copy_(src);
+    } else {
+      // Replaces the storage: no copy (the mapped file's pages back the parameter, copy-on-write).
+      target.set_data(src);
+    }
+  }
+}
+
+size_t module_nbytes(const torch::nn::Module& module) {
+  size_t total = 0;
+  for (const auto& p : module.parameters(true)) total += p.numel() * p.element_size();
+  for (const auto& b : module.buffers(true)) total += b.numel() * b.element_size();
+  return total;
+}
+
+}  // namespace tessera

@@ -1,0 +1,14 @@
+#include "models/register.h"
+
+#include "engine/registry.h"
+#include "models/unet/unet_2d_condition.h"
+
+namespace tessera {
+
+// One line per model file; each registers its component type(s).
+void register_builtin_models(Registry& registry) {
+  (void)registry;
+  register_unet_2d_condition(registry);
+}
+
+}  // namespace tessera
