@@ -1,0 +1,129 @@
+#include "models/common/attention_dispatch.h"
+
+#include <spdlog/spdlog.h>
+
+#include <atomic>
+#include <cmath>
+#include <limits>
+#include <mutex>
+
+#if __has_include(<ATen/ops/scaled_dot_product_attention.h>)
+#define TESSERA_HAS_SDPA 2  // public at::scaled_dot_product_attention (LibTorch >= 2.0)
+#elif __has_include(<ATen/ops/_scaled_dot_product_attention.h>)
+#define TESSERA_HAS_SDPA 1  // LibTorch 1.13's private at::_scaled_dot_product_attention (returns a tuple)
+#else
+#define TESSERA_HAS_SDPA 0
+#endif
+
+#include "engine/error.h"
+
+namespace tessera {
+
+namespace {
+
+std::atomic<AttentionBackend> g_default{AttentionBackend::Math};
+std::atomic<int64_t> g_chunk_rows{1024};
+
+// The mask as an additive float mask in `dtype` (bool: false → -inf), or undefined.
+at::Tensor additive_mask(const at::Tensor& mask, at::ScalarType dtype) {
+  if (!mask.defined()) return {};
+  if (mask.scalar_type() == at::kBool)
+    return at::zeros(mask.sizes(), mask.options().dtype(dtype))
+        .masked_fill_(mask.logical_not(), -std::numeric_limits<double>::infinity());
+  return mask.to(dtype);
+}
+
+void check_inputs(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
+  if (q.dim() != 4 || k.dim() != 4 || v.dim() != 4)
+    throw ExecutionError("dispatch_attention expects 4-D [B, heads, L, D] query/key/value, got " +
+                         std::to_string(q.dim()) + "/" + std::to_string(k.dim()) + "/" + std::to_string(v.dim()) +
+                         " dims");
+  if (q.size(-1) != k.size(-1) || k.size(-2) != v.size(-2))
+    throw ExecutionError("dispatch_attention: query/key head dims or key/value lengths differ");
+}
+
+at::Tensor math_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask,
+                          double scale) {
+  // Scores and softmax in float32 (diffusers' upcast), probabilities back in the value's dtype.
+  at::Tensor scores = at::matmul(q.to(at::kFloat), k.to(at::kFloat).transpose(-2, -1)) * scale;  // [B, h, Lq, Lk]
+  if (mask.defined()) scores = scores + additive_mask(mask, at::kFloat);
+  at::Tensor probs = at::softmax(scores, -1).to(v.scalar_type());
+  return at::matmul(probs, v).to(q.scalar_type());  // [B, h, Lq, Dv]
+}
+
+at::Tensor chunked_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask,
+                             double scale) {
+  const int64_t rows = std::max<int64_t>(1, g_chunk_rows.load());
+  const int64_t lq = q.size(2);
+  if (lq <= rows) return math_attention(q, k, v, mask, scale);
+  // A mask broadcast over query rows (size 1 there) applies to every chunk as is.
+  const bool mask_per_row = mask.defined() && mask.dim() >= 2 && mask.size(-2) == lq && lq != 1;
+  at::Tensor out = at::empty({q.size(0), q.size(1), lq, v.size(-1)}, q.options());
+  for (int64_t start = 0; start < lq; start += rows) {
+    int64_t len = std::min(rows, lq - start);
+    at::Tensor m = mask_per_row ? mask.narrow(-2, start, len) : mask;
+    out.narrow(2, start, len).copy_(math_attention(q.narrow(2, start, len), k, v, m, scale));
+  }
+  return out;
+}
+
+at::Tensor sdpa_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask,
+                          double scale) {
+#if TESSERA_HAS_SDPA
+  // The kernels use 1/sqrt(D); another scale is folded into the query.
+  const double default_scale = 1.0 / std::sqrt(static_cast<double>(q.size(-1)));
+  at::Tensor query = std::abs(scale - default_scale) > 1e-12 * default_scale ? q * (scale / default_scale) : q;
+  c10::optional<at::Tensor> m;
+  if (mask.defined())  // [B, h, Lq, Lk] materialised: the 1.13 kernel does not broadcast masks
+    m = additive_mask(mask, q.scalar_type()).expand({q.size(0), q.size(1), q.size(2), k.size(2)}).contiguous();
+#if TESSERA_HAS_SDPA == 2
+  return at::scaled_dot_product_attention(query, k, v, m, 0.0, false);
+#else
+  return std::get<0>(at::_scaled_dot_product_attention(query, k, v, m, 0.0, false, false));
+#endif
+#else
+  static std::once_flag logged;
+  std::call_once(logged, [] { spdlog::info("attention: this LibTorch has no fused SDPA; the sdpa backend computes math"); });
+  return math_attention(q, k, v, mask, scale);
+#endif
+}
+
+}  // namespace
+
+const char* attention_backend_name(AttentionBackend backend) {
+  switch (backend) {
+    case AttentionBackend::Auto: return "auto";
+    case AttentionBackend::Math: return "math";
+    case AttentionBackend::Sdpa: return "sdpa";
+    case AttentionBackend::Chunked: return "chunked";
+  }
+  return "?";
+}
+
+std::optional<AttentionBackend> attention_backend_from_name(const std::string& name) {
+  for (auto b : {AttentionBackend::Auto, AttentionBackend::Math, AttentionBackend::Sdpa, AttentionBackend::Chunked})
+    if (name == attention_backend_name(b)) return b;
+  return std::nullopt;
+}
+
+void set_default_attention_backend(AttentionBackend backend) {
+  g_default.store(backend == AttentionBackend::Auto ? AttentionBackend::Math : backend);
+}
+AttentionBackend default_attention_backend() { return g_default.load(); }
+void set_attention_chunk_size(int64_t rows) { g_chunk_rows.store(std::max<int64_t>(1, rows)); }
+int64_t attention_chunk_size() { return g_chunk_rows.load(); }
+bool sdpa_available() { return TESSERA_HAS_SDPA != 0; }
+
+at::Tensor dispatch_attention(const at::Tensor& query, const at::Tensor& key, const at::Tensor& value,
+                              const at::Tensor& mask, std::optional<double> scale, AttentionBackend backend) {
+  check_inputs(query, key, value);
+  const double s = scale.value_or(1.0 / std::sqrt(static_cast<double>(query.size(-1))));
+  if (backend == AttentionBackend::Auto) backend = default_attention_backend();
+  switch (backend) {
+    case AttentionBackend::Sdpa: return sdpa_attention(query, key, value, mask, s);
+    case AttentionBackend::Chunked: return chunked_attention(query, key, value, mask, s);
+    default: return math_attention(query, key, value, mask, s);
+  }
+}
+
+}  // namespace tessera
