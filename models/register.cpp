@@ -1,6 +1,7 @@
 #include "models/register.h"
 
 #include "engine/registry.h"
+#include "models/text/clip_text_model.h"
 #include "models/unet/unet_2d_condition.h"
 
 namespace tessera {
@@ -9,6 +10,7 @@ namespace tessera {
 void register_builtin_models(Registry& registry) {
   (void)registry;
   register_unet_2d_condition(registry);
+  register_clip_text_components(registry);
 }
 
 }  // namespace tessera
