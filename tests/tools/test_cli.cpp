@@ -150,8 +150,13 @@ TEST_CASE("run rejects bad input with the right exit code and no output file", "
   auto r = cli("run " + demo() + " --out " + (dir / "no/such/dir/x.png"));
   CHECK(r.code == 11);
   CHECK_THAT(r.output, Contains("does not exist"));
-  auto missing = cli("run " + src("tests/fixtures/recipes/bad/unsatisfied_input.yaml"));
-  CHECK(missing.code == 4);
+  auto unsatisfied = cli("run " + src("tests/fixtures/recipes/bad/unsatisfied_input.yaml"));
+  CHECK(unsatisfied.code == 4);
+  auto missing = cli("run " + src("tests/fixtures/recipes/good/required_seed.yaml") + out);
+  CHECK(missing.code == 5);
+  CHECK_THAT(missing.output, Contains("missing required input seed") && Contains("--set seed=…"));
+  CHECK_FALSE(fs::exists(dir / "x.png"));
+  CHECK(cli("-q run " + src("tests/fixtures/recipes/good/required_seed.yaml") + " --set seed=1" + out).code == 0);
 }
 
 TEST_CASE("checkpoints: save, stop, and load resume with identical results", "[cli]") {
