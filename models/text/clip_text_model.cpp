@@ -8,6 +8,7 @@
 #include "engine/error.h"
 #include "engine/registry.h"
 #include "engine/value.h"
+#include "models/common/attention_dispatch.h"
 #include "models/loading/config_reader.h"
 #include "models/loading/diffusers_folder.h"
 #include "models/loading/state_dict.h"
@@ -87,12 +88,9 @@ at::Tensor CLIPAttentionImpl::forward(const at::Tensor& hidden_states, const at:
   key = key.view({batch, seq_len, num_heads, head_dim}).transpose(1, 2);      // [B, heads, S, d]
   value = value.view({batch, seq_len, num_heads, head_dim}).transpose(1, 2);  // [B, heads, S, d]
 
-  // Eager attention as transformers computes it: softmax in float32.
-  at::Tensor scores = at::matmul(query, key.transpose(-1, -2)) * scale;  // [B, heads, S, S]
-  if (attention_mask.defined()) scores = scores + attention_mask;
-  at::Tensor probs = at::softmax(scores, -1, at::kFloat).to(query.scalar_type());
-  at::Tensor attn = at::matmul(probs, value);                              // [B, heads, S, d]
-  attn = attn.transpose(1, 2).reshape({batch, seq_len, hidden});           // [B, S, H]
+  // The additive mask holds finfo.min (not -inf), so no row is fully masked and no NaN can appear.
+  at::Tensor attn = dispatch_attention(query, key, value, attention_mask, scale);  // [B, heads, S, d]
+  attn = attn.transpose(1, 2).reshape({batch, seq_len, hidden});                  // [B, S, H]
   return out_proj(attn);
 }
 

@@ -66,7 +66,7 @@ class CLIPTextEmbeddingsImpl : public torch::nn::Module {
 };
 TORCH_MODULE(CLIPTextEmbeddings);
 
-/// Multi-head self-attention with q/k/v/out projections. The score computation is plain ATen (math backend).
+/// Multi-head self-attention with q/k/v/out projections; scores through dispatch_attention (global backend).
 class CLIPAttentionImpl : public torch::nn::Module {
  public:
   explicit CLIPAttentionImpl(const CLIPTextConfig& config);
