@@ -7,9 +7,7 @@
 namespace tessera {
 
 std::string parity_dir() {
-  const std::string fixtures = std::string(TESSERA_SOURCE_DIR) + "/tests/fixtures/parity";
-  if (std::filesystem::exists(fixtures + "/manifest.json")) return fixtures;
-  return "/work/shared/parity";  // until the fixtures copy lands
+  return std::string(TESSERA_SOURCE_DIR) + "/tests/fixtures/parity";
 }
 
 nlohmann::json read_parity_manifest(const std::string& dir) {

@@ -9,6 +9,7 @@
 
 #include "engine/safetensors.h"
 #include "guiders/register.h"
+#include "tools/parity/guider_cases.h"
 #include "tests/guiders/guider_test_utils.h"
 
 using namespace tessera;
@@ -60,4 +61,14 @@ TEST_CASE("every guider golden case matches diffusers", "[parity][guiders]") {
   INFO(failures.str());
   CHECK(ran >= 11);
   CHECK(failures.str().empty());
+}
+
+TEST_CASE("the parity runner replays the guider cases", "[parity][guiders]") {
+  register_guider_case_runner();
+  std::ostringstream out;
+  ParityOptions options{parity_dir() + "/manifest.json", "^guider_", "", false};
+  const int rc = run_parity(options, out);
+  INFO(out.str());
+  CHECK(rc == 0);
+  CHECK(out.str().find("11 passed, 0 failed, 0 skipped") != std::string::npos);
 }

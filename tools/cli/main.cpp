@@ -19,6 +19,7 @@
 #include "engine/trace.h"
 #include "engine/version.h"
 #include "tools/cli/registry_setup.h"
+#include "tools/parity/guider_cases.h"
 #include "tools/parity/parity.h"
 
 namespace fs = std::filesystem;
@@ -347,7 +348,10 @@ int main(int argc, char** argv) {
     if (*plan_cmd) return cmd_plan(g, plan_recipe, plan_workflow, plan_inputs);
     if (*blocks_cmd) return cmd_blocks(g, blocks_action, blocks_id);
     if (*recipe_cmd) return cmd_recipe_doc(g, doc_recipe);
-    if (*parity_cmd) return run_parity(parity, std::cout);
+    if (*parity_cmd) {
+      register_guider_case_runner();
+      return run_parity(parity, std::cout);
+    }
   } catch (const Error& e) {
     std::cerr << "tessera: " << e.what() << "\n";
     return static_cast<int>(e.code());

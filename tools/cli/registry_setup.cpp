@@ -1,6 +1,7 @@
 #include "tools/cli/registry_setup.h"
 
 #include "blocks/register.h"
+#include "guiders/register.h"
 #include "schedulers/register.h"
 
 namespace tessera::cli {
@@ -9,6 +10,7 @@ void register_all_builtins(Registry& registry) {
   register_builtin_engine(registry);
   register_builtin_blocks(registry);
   register_builtin_schedulers(registry);
+  register_builtin_guiders(registry);
 }
 
 }  // namespace tessera::cli
