@@ -12,7 +12,10 @@
 #include "schedulers/euler_ancestral_discrete.h"
 #include "schedulers/euler_discrete.h"
 #include "schedulers/flow_match_euler_discrete.h"
+#include "schedulers/heun_discrete.h"
+#include "schedulers/k_dpm_2_discrete.h"
 #include "schedulers/lcm.h"
+#include "schedulers/lms_discrete.h"
 #include "schedulers/pndm.h"
 #include "schedulers/unipc_multistep.h"
 
@@ -42,7 +45,10 @@ const std::map<std::string, SchedulerType>& scheduler_types() {
       {"FlowMatchEulerDiscreteScheduler",
        entry<FlowMatchEulerDiscreteScheduler>("Euler steps on a rectified flow (SD3, Flux), static or dynamic shift")},
       {"UniPCMultistepScheduler", entry<UniPCMultistepScheduler>("UniPC: unified predictor-corrector multistep")},
+      {"HeunDiscreteScheduler", entry<HeunDiscreteScheduler>("Heun's second-order method (two model calls per step)")},
+      {"KDPM2DiscreteScheduler", entry<KDPM2DiscreteScheduler>("k-diffusion DPM-Solver-2 (two model calls per step)")},
       {"LCMScheduler", entry<LCMScheduler>("Latent consistency model multistep sampling")},
+      {"LMSDiscreteScheduler", entry<LMSDiscreteScheduler>("Linear multistep (order 4) in sigma")},
       {"PNDMScheduler", entry<PNDMScheduler>("PNDM: Runge-Kutta warm-up then linear multistep (PLMS)")},
   };
   return types;
