@@ -1,4 +1,4 @@
-// Every guider_* golden case (diffusers 0.40.0 outputs, /work/shared/parity/README.md): for each step i,
+// Every guider_* golden case (diffusers 0.40.0 outputs, ../shared/parity/README.md): for each step i,
 // set_state(i, T, timesteps[i]); prepare_inputs; forward(pred_cond[i], pred_uncond[i][, pred_cond_skip[i]]).pred
 // must equal pred[i] within the case's tolerance.
 #include <catch2/catch.hpp>
