@@ -21,6 +21,7 @@
 #include "tools/cli/registry_setup.h"
 #include "tools/parity/guider_cases.h"
 #include "tools/parity/parity.h"
+#include "tools/parity/text_cases.h"
 
 namespace fs = std::filesystem;
 using namespace tessera;
@@ -350,6 +351,7 @@ int main(int argc, char** argv) {
     if (*recipe_cmd) return cmd_recipe_doc(g, doc_recipe);
     if (*parity_cmd) {
       register_guider_case_runner();
+      register_text_case_runners();
       return run_parity(parity, std::cout);
     }
   } catch (const Error& e) {
