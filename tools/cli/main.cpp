@@ -22,6 +22,7 @@
 #include "tools/parity/guider_cases.h"
 #include "tools/parity/parity.h"
 #include "tools/parity/text_cases.h"
+#include "tools/parity/unet_cases.h"
 
 namespace fs = std::filesystem;
 using namespace tessera;
@@ -352,6 +353,7 @@ int main(int argc, char** argv) {
     if (*parity_cmd) {
       register_guider_case_runner();
       register_text_case_runners();
+      register_unet_case_runner();
       return run_parity(parity, std::cout);
     }
   } catch (const Error& e) {
