@@ -3,14 +3,15 @@
 #include "engine/registry.h"
 #include "models/text/clip_text_model.h"
 #include "models/unet/unet_2d_condition.h"
+#include "models/vae/autoencoder_kl.h"
 
 namespace tessera {
 
 // One line per model file; each registers its component type(s).
 void register_builtin_models(Registry& registry) {
-  (void)registry;
   register_unet_2d_condition(registry);
   register_clip_text_components(registry);
+  register_autoencoder_kl(registry);
 }
 
 }  // namespace tessera

@@ -16,9 +16,9 @@
 
 #include <nlohmann/json.hpp>
 
-namespace tessera {
+#include "engine/value.h"
 
-class Value;
+namespace tessera {
 
 /// A model config (diffusers config.json or transformers config.json) with typed, defaulted getters.
 class ModelConfig {

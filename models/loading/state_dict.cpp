@@ -114,8 +114,10 @@ void load_state_dict(torch::nn::Module& module, const std::vector<std::string>& 
 
   if (!problems.empty()) {
     std::ostringstream msg;
+    const size_t other = problems.size() - missing.size() - unexpected.size();
     msg << problems.size() << " state-dict problem" << (problems.size() == 1 ? "" : "s") << " loading "
-        << (module.name().empty() ? "the model" : module.name()) << ":";
+        << (module.name().empty() ? "the model" : module.name()) << " (" << missing.size() << " missing, "
+        << unexpected.size() << " unexpected, " << other << " mis-shaped or duplicated):";
     size_t shown = std::min(problems.size(), options.max_problems);
     for (size_t i = 0; i < shown; ++i) msg << "\n  - " << problems[i];
     if (problems.size() > shown) msg << "\n  … and " << problems.size() - shown << " more";

@@ -1,0 +1,108 @@
+#pragma once
+/// diffusers' AutoencoderKL: the KL-regularised VAE of Stable Diffusion 1.x/2.x and SDXL. Keys as in diffusers
+/// (encoder.*, decoder.*, quant_conv, post_quant_conv); configured from config.json with diffusers' defaults.
+///
+///   auto vae = AutoencoderKLImpl::from_pretrained("stable-diffusion-v1-5", "vae");
+///   DiagonalGaussianDistribution dist = vae->encode(image);         // image [B, 3, H, W] in [-1, 1]
+///   at::Tensor latents = dist.sample(generator) * vae->config.scaling_factor;
+///   at::Tensor decoded = vae->decode(latents / vae->config.scaling_factor);   // [B, 3, H, W] in ~[-1, 1]
+#include <ATen/ATen.h>
+#include <torch/nn/module.h>
+#include <torch/nn/modules/conv.h>
+#include <torch/nn/pimpl.h>
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "engine/components.h"
+#include "models/vae/vae.h"
+
+namespace tessera {
+
+class ModelConfig;
+class Registry;
+
+/// AutoencoderKL's config.json fields, with diffusers' defaults.
+struct AutoencoderKLConfig {
+  int64_t in_channels = 3;
+  int64_t out_channels = 3;
+  std::vector<std::string> down_block_types{"DownEncoderBlock2D"};
+  std::vector<std::string> up_block_types{"UpDecoderBlock2D"};
+  std::vector<int64_t> block_out_channels{64};
+  int64_t layers_per_block = 1;
+  std::string act_fn = "silu";
+  int64_t latent_channels = 4;
+  int64_t norm_num_groups = 32;
+  int64_t sample_size = 32;
+  /// Latents fed to the UNet are `(z - shift_factor) * scaling_factor`; decode divides it out again (the
+  /// pipelines do both, not the model).
+  double scaling_factor = 0.18215;
+  std::optional<double> shift_factor;
+  std::optional<std::vector<double>> latents_mean, latents_std;
+  /// The VAE overflows in float16 (SD 1.x, SDXL's original VAE): pipelines run it in float32 even when the rest
+  /// of the pipeline is float16. Informational here: the model computes in its parameters' dtype.
+  bool force_upcast = true;
+  bool use_quant_conv = true;
+  bool use_post_quant_conv = true;
+  bool mid_block_add_attention = true;
+
+  /// Reads every field (ModelLoadError naming a wrong-typed field and the file) and warns about unknown ones.
+  static AutoencoderKLConfig from_config(ModelConfig& config);
+};
+
+/// diffusers' DiagonalGaussianDistribution: the encoder's latent distribution, logvar clamped to [-30, 20].
+struct DiagonalGaussianDistribution {
+  /// parameters [B, 2C, h, w] = concat(mean, logvar) along channels.
+  explicit DiagonalGaussianDistribution(const at::Tensor& parameters);
+  at::Tensor mean, logvar, std, var;
+  /// mean + std * noise, noise drawn like diffusers' randn_tensor(mean.shape, generator, dtype) on the CPU
+  /// generator (the same draws as PyTorch for the same seed), then moved to the mean's device.
+  at::Tensor sample(std::optional<at::Generator> generator = std::nullopt) const;
+  /// mean + std * noise with given noise (e.g. injected for parity).
+  at::Tensor sample_with_noise(const at::Tensor& noise) const { return mean + std * noise; }
+  /// The mode (= mean).
+  at::Tensor mode() const { return mean; }
+};
+
+/// diffusers' AutoencoderKL. A Component ("AutoencoderKL") and a torch::nn::Module.
+class AutoencoderKLImpl : public torch::nn::Module, public Component {
+ public:
+  explicit AutoencoderKLImpl(AutoencoderKLConfig config);
+
+  /// Reads folder/subfolder/config.json (with `overrides` applied), builds the model and loads its weights
+  /// strictly (variant: "" or e.g. "fp16"; weights converted to `dtype`). Returns the model in eval mode.
+  static std::shared_ptr<AutoencoderKLImpl> from_pretrained(const std::string& folder, const std::string& subfolder,
+                                                            const std::string& variant = {},
+                                                            const nlohmann::json& overrides = {},
+                                                            at::ScalarType dtype = at::kFloat);
+
+  /// image [B, in_channels, H, W] in [-1, 1] → latent distribution over [B, latent_channels, H/f, W/f].
+  DiagonalGaussianDistribution encode(const at::Tensor& x);
+  /// z [B, latent_channels, h, w] (already divided by scaling_factor) → [B, out_channels, h*f, w*f].
+  at::Tensor decode(const at::Tensor& z);
+  /// encode → sample (or mode when `sample_posterior` is false) → decode, as diffusers' forward.
+  at::Tensor forward(const at::Tensor& sample, bool sample_posterior = false,
+                     std::optional<at::Generator> generator = std::nullopt);
+
+  /// The spatial down-scaling factor 2^(levels-1) (8 for SD).
+  int64_t vae_scale_factor() const;
+
+  std::string type() const override { return "AutoencoderKL"; }
+  size_t nbytes() const override;
+
+  AutoencoderKLConfig config;
+  Encoder encoder{nullptr};
+  Decoder decoder{nullptr};
+  torch::nn::Conv2d quant_conv{nullptr}, post_quant_conv{nullptr};
+};
+TORCH_MODULE(AutoencoderKL);
+
+/// Registers the "AutoencoderKL" component type (from_pretrained: folder/subfolder/variant with config
+/// overrides; from_config: random weights from the spec's config, for tests).
+void register_autoencoder_kl(Registry& registry);
+
+}  // namespace tessera
