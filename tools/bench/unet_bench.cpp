@@ -1,0 +1,138 @@
+// tessera_bench_unet: one full-size SD1.5 UNet2DConditionModel forward on CPU (random weights, config embedded
+// below), batch 2, 32×32 latent (256 px; --size 64 for 512 px). Reports ms per forward (median), GFLOP/s over the
+// counted FLOPs and peak RSS. Reference: ../shared/bench/BASELINES.md (diffusers 5.7 s at 32×32, 2 threads).
+//
+//   tessera_bench_unet [--size 32|64] [--runs N] [--threads T]
+#include <sys/resource.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include <ATen/record_function.h>
+#include <torch/torch.h>
+
+#include "models/unet/unet_2d_condition.h"
+
+using namespace tessera;
+
+namespace {
+
+// runwayml/stable-diffusion-v1-5 unet/config.json (diffusers defaults for everything not listed).
+const char* kSd15UNetConfig = R"({
+  "_class_name": "UNet2DConditionModel",
+  "act_fn": "silu",
+  "attention_head_dim": 8,
+  "block_out_channels": [320, 640, 1280, 1280],
+  "center_input_sample": false,
+  "cross_attention_dim": 768,
+  "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
+  "downsample_padding": 1,
+  "flip_sin_to_cos": true,
+  "freq_shift": 0,
+  "in_channels": 4,
+  "layers_per_block": 2,
+  "mid_block_scale_factor": 1,
+  "norm_eps": 1e-05,
+  "norm_num_groups": 32,
+  "out_channels": 4,
+  "sample_size": 64,
+  "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"]
+})";
+
+// FLOPs of the outermost Conv/GEMM ops (2·MAC), counted with a RecordFunction observer; nested calls (an addmm
+// inside a convolution fallback) are not counted twice.
+thread_local int depth = 0;
+double counted_flops = 0.0;
+
+bool counted(const char* name) {
+  return !std::strcmp(name, "aten::convolution") || !std::strcmp(name, "aten::addmm") || !std::strcmp(name, "aten::mm") ||
+         !std::strcmp(name, "aten::bmm") || !std::strcmp(name, "aten::baddbmm");
+}
+
+double op_flops(const at::RecordFunction& fn) {
+  const auto& out = fn.outputs();
+  auto in = fn.inputs();
+  if (out.empty() || !out[0].isTensor() || in.size() < 2) return 0.0;
+  const at::Tensor& y = out[0].toTensor();
+  if (!std::strcmp(fn.name(), "aten::convolution")) {
+    const at::Tensor& w = in[1].toTensor();  // [out, in/groups, kh, kw]
+    return 2.0 * static_cast<double>(y.numel()) * static_cast<double>(w.numel() / w.size(0));
+  }
+  // (b)mm / addmm / baddbmm: the contracted dimension is the last one of the first matrix operand.
+  const at::Tensor& a = (!std::strcmp(fn.name(), "aten::addmm") || !std::strcmp(fn.name(), "aten::baddbmm"))
+                            ? in[1].toTensor()
+                            : in[0].toTensor();
+  return 2.0 * static_cast<double>(y.numel()) * static_cast<double>(a.size(-1));
+}
+
+double peak_rss_mb() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return static_cast<double>(u.ru_maxrss) / 1024.0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int64_t size = 32;
+  int runs = 3;
+  int threads = 0;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a == "--size" && i + 1 < argc) size = std::atoll(argv[++i]);
+    else if (a == "--runs" && i + 1 < argc) runs = std::atoi(argv[++i]);
+    else if (a == "--threads" && i + 1 < argc) threads = std::atoi(argv[++i]);
+    else {
+      std::fprintf(stderr, "usage: %s [--size 32|64] [--runs N] [--threads T]\n", argv[0]);
+      return 2;
+    }
+  }
+  if (threads > 0) at::set_num_threads(threads);
+  c10::InferenceMode guard;
+  torch::manual_seed(0);
+  auto t0 = std::chrono::steady_clock::now();
+  UNet2DConditionModel unet(UNet2DConditionModelConfig::from_json(nlohmann::json::parse(kSd15UNetConfig), "SD1.5 UNet"));
+  unet->eval();
+  const double build_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const at::Tensor sample = at::randn({2, 4, size, size});
+  const at::Tensor ehs = at::randn({2, 77, 768});
+  const at::Tensor t = at::scalar_tensor(500, at::kLong);
+
+  // Warm-up run, with the FLOP counter attached.
+  auto handle = at::addGlobalCallback(
+      at::RecordFunctionCallback(
+          [](const at::RecordFunction& fn) -> std::unique_ptr<at::ObserverContext> {
+            if (counted(fn.name())) ++depth;
+            return nullptr;
+          },
+          [](const at::RecordFunction& fn, at::ObserverContext*) {
+            if (!counted(fn.name())) return;
+            if (--depth == 0) counted_flops += op_flops(fn);
+          })
+          .needsInputs(true)
+          .needsOutputs(true));
+  unet->forward(sample, t, ehs);
+  at::removeCallback(handle);
+  const double gflop = counted_flops / 1e9;
+
+  std::vector<double> ms;
+  for (int r = 0; r < runs; ++r) {
+    auto s = std::chrono::steady_clock::now();
+    at::Tensor out = unet->forward(sample, t, ehs);
+    ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - s).count());
+  }
+  std::sort(ms.begin(), ms.end());
+  const double median = ms[ms.size() / 2];
+  std::printf("SD1.5 UNet2DConditionModel, batch 2, %lldx%lld latent, %d threads, %.0f M params (built in %.1f s)\n",
+              static_cast<long long>(size), static_cast<long long>(size), at::get_num_threads(),
+              static_cast<double>(unet->nbytes()) / 4e6, build_s);
+  std::printf("forward: median %.1f ms (min %.1f, max %.1f, %d runs)\n", median, ms.front(), ms.back(), runs);
+  std::printf("compute: %.1f GFLOP per forward, %.1f GFLOP/s\n", gflop, gflop / (median / 1000.0));
+  std::printf("peak RSS: %.0f MB\n", peak_rss_mb());
+  return 0;
+}
