@@ -16,13 +16,11 @@
 #include "engine/image_io.h"
 #include "engine/pipeline.h"
 #include "engine/plugin.h"
+#include "engine/runtime.h"
 #include "engine/trace.h"
 #include "engine/version.h"
 #include "tools/cli/registry_setup.h"
-#include "tools/parity/guider_cases.h"
 #include "tools/parity/parity.h"
-#include "tools/parity/text_cases.h"
-#include "tools/parity/unet_cases.h"
 
 namespace fs = std::filesystem;
 using namespace tessera;
@@ -341,8 +339,7 @@ int main(int argc, char** argv) {
 
   spdlog::set_level(g.quiet ? spdlog::level::warn : g.verbose ? spdlog::level::debug : spdlog::level::info);
   spdlog::set_pattern("[%l] %v");
-  int threads = g.threads > 0 ? g.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  at::set_num_threads(threads);
+  configure_threads(g.threads);
 
   try {
     if (*run_cmd) return cmd_run(g, run);
@@ -351,9 +348,7 @@ int main(int argc, char** argv) {
     if (*blocks_cmd) return cmd_blocks(g, blocks_action, blocks_id);
     if (*recipe_cmd) return cmd_recipe_doc(g, doc_recipe);
     if (*parity_cmd) {
-      register_guider_case_runner();
-      register_text_case_runners();
-      register_unet_case_runner();
+      register_builtin_case_runners();
       return run_parity(parity, std::cout);
     }
   } catch (const Error& e) {

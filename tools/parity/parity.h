@@ -72,6 +72,10 @@ using ParityCaseRunner = std::function<ParityResult(const ParityCase&)>;
 /// Adds (or replaces) the runner for `kind` ("scheduler" is built in; guiders, models, pipelines add theirs).
 void register_case_runner(const std::string& kind, ParityCaseRunner runner);
 
+/// Registers every case runner Tessera has (guiders, tokenizers, text encoders, UNet, VAE; schedulers
+/// are built in). Idempotent. Tools that run parity call this once instead of listing runners.
+void register_builtin_case_runners();
+
 /// Runs every case of the manifest whose name matches the filter and prints one line per case:
 /// `PASS|FAIL|SKIP name max_abs_diff=… cos=…` (with the reason for FAIL and SKIP), then
 /// `N passed, M failed, K skipped`. Returns 0 only if nothing failed; 2 when the manifest cannot be read.

@@ -1,0 +1,17 @@
+// One place that knows every parity case runner, so a new runner is registered for all tools at once.
+#include "tools/parity/guider_cases.h"
+#include "tools/parity/parity.h"
+#include "tools/parity/text_cases.h"
+#include "tools/parity/unet_cases.h"
+#include "tools/parity/vae_cases.h"
+
+namespace tessera {
+
+void register_builtin_case_runners() {
+  register_guider_case_runner();
+  register_text_case_runners();
+  register_unet_case_runner();
+  register_vae_case_runner();
+}
+
+}  // namespace tessera
