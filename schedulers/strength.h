@@ -1,0 +1,21 @@
+#pragma once
+/// image2image / inpainting: the tail of the schedule that `strength` keeps (diffusers' get_timesteps).
+#include <ATen/ATen.h>
+
+#include "schedulers/scheduler.h"
+
+namespace tessera {
+
+/// What `strength_timesteps` returns: the timesteps to run and how many denoising steps that is.
+struct StrengthTimesteps {
+  at::Tensor timesteps;
+  int64_t num_inference_steps = 0;
+};
+
+/// After `scheduler.set_timesteps(num_inference_steps)`: keeps the last
+/// min(int(num_inference_steps * strength), num_inference_steps) steps, as diffusers'
+/// img2img pipelines do, and sets the scheduler's begin index to match.
+/// Throws InputError when strength is outside (0, 1] (0 would denoise nothing).
+StrengthTimesteps strength_timesteps(Scheduler& scheduler, int64_t num_inference_steps, double strength);
+
+}  // namespace tessera
