@@ -10,6 +10,7 @@
 #include "engine/registry.h"
 #include "models/common/resnet.h"
 #include "models/common/transformer_2d.h"
+#include "models/loading/component_factory.h"
 #include "models/loading/config_reader.h"
 #include "models/loading/diffusers_folder.h"
 #include "models/loading/state_dict.h"
@@ -371,22 +372,7 @@ void register_unet_2d_condition(Registry& registry) {
   info.type = "UNet2DConditionModel";
   info.category = ComponentCategory::Model;
   info.description = "diffusers' UNet2DConditionModel (SD 1.x/2.x, SDXL, LCM) from a diffusers folder";
-  info.create = [](const ComponentSpec& spec) -> ComponentPtr {
-    if (spec.creation == Creation::FromConfig) {
-      ModelConfig cfg(nlohmann::json::object(), "component '" + spec.name + "' config");
-      cfg.apply_overrides(spec.config);
-      auto model = std::make_shared<UNet2DConditionModelImpl>(UNet2DConditionModelConfig::from_config(cfg));
-      model->eval();
-      return model;
-    }
-    ModelConfig cfg = ModelConfig::from_folder(spec.from, spec.subfolder);
-    cfg.apply_overrides(spec.config);
-    auto model = std::make_shared<UNet2DConditionModelImpl>(UNet2DConditionModelConfig::from_config(cfg));
-    load_state_dict(*model, resolve_weight_files(component_dir(spec.from, spec.subfolder), kDiffusersWeightsName,
-                                                 spec.variant));
-    model->eval();
-    return model;
-  };
+  info.create = [](const ComponentSpec& spec) { return create_diffusers_model<UNet2DConditionModelImpl, UNet2DConditionModelConfig>(spec); };
   registry.add_component_type(std::move(info));
 }
 

@@ -4,6 +4,7 @@
 
 #include "engine/error.h"
 #include "engine/registry.h"
+#include "models/loading/component_factory.h"
 #include "models/loading/config_reader.h"
 #include "models/loading/diffusers_folder.h"
 #include "models/loading/state_dict.h"
@@ -138,22 +139,7 @@ void register_autoencoder_kl(Registry& registry) {
   info.type = "AutoencoderKL";
   info.category = ComponentCategory::Model;
   info.description = "diffusers' AutoencoderKL (the SD 1.x/2.x and SDXL VAE) from a diffusers folder";
-  info.create = [](const ComponentSpec& spec) -> ComponentPtr {
-    if (spec.creation == Creation::FromConfig) {
-      ModelConfig cfg(nlohmann::json::object(), "component '" + spec.name + "' config");
-      cfg.apply_overrides(spec.config);
-      auto model = std::make_shared<AutoencoderKLImpl>(AutoencoderKLConfig::from_config(cfg));
-      model->eval();
-      return model;
-    }
-    ModelConfig cfg = ModelConfig::from_folder(spec.from, spec.subfolder);
-    cfg.apply_overrides(spec.config);
-    auto model = std::make_shared<AutoencoderKLImpl>(AutoencoderKLConfig::from_config(cfg));
-    load_state_dict(*model, resolve_weight_files(component_dir(spec.from, spec.subfolder), kDiffusersWeightsName,
-                                                 spec.variant));
-    model->eval();
-    return model;
-  };
+  info.create = [](const ComponentSpec& spec) { return create_diffusers_model<AutoencoderKLImpl, AutoencoderKLConfig>(spec); };
   registry.add_component_type(std::move(info));
 }
 
