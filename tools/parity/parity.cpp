@@ -141,6 +141,18 @@ std::optional<at::Tensor> parity_tensor(const ParityCase& c, const std::string& 
   return f.tensor(name).clone();  // detach from the mapping: runners may write into it
 }
 
+at::Tensor required_parity_tensor(const ParityCase& c, const std::string& name) {
+  auto t = parity_tensor(c, name);
+  if (!t) throw ValidationError("case file " + c.file + " lacks tensor '" + name + "'");
+  return *t;
+}
+
+std::string parity_model_folder(const ParityCase& c) {
+  if (!c.params.contains("model") || !c.params["model"].is_string())
+    throw ValidationError("params.model is missing or not a string");
+  return (std::filesystem::path(c.models_dir) / c.params["model"].get<std::string>()).string();
+}
+
 int run_parity(const ParityOptions& options, std::ostream& out) {
   namespace fs = std::filesystem;
   nlohmann::json manifest;

@@ -83,5 +83,9 @@ int run_parity(const ParityOptions& options, std::ostream& out);
 
 /// Reads a case's tensor `name` from its file; std::nullopt when the file lacks it.
 std::optional<at::Tensor> parity_tensor(const ParityCase& c, const std::string& name);
+/// Like parity_tensor, but a missing tensor is a ValidationError naming the case file.
+at::Tensor required_parity_tensor(const ParityCase& c, const std::string& name);
+/// The model folder of a component case: models_dir / params.model (ValidationError when absent).
+std::string parity_model_folder(const ParityCase& c);
 
 }  // namespace tessera

@@ -18,17 +18,9 @@ namespace {
 
 namespace fs = std::filesystem;
 
-at::Tensor need(const ParityCase& c, const std::string& name) {
-  auto t = parity_tensor(c, name);
-  if (!t) throw ValidationError("case file " + c.file + " lacks tensor '" + name + "'");
-  return *t;
-}
+at::Tensor need(const ParityCase& c, const std::string& name) { return required_parity_tensor(c, name); }
 
-std::string model_folder(const ParityCase& c) {
-  if (!c.params.contains("model") || !c.params["model"].is_string())
-    throw ValidationError("params.model is missing or not a string");
-  return (fs::path(c.models_dir) / c.params["model"].get<std::string>()).string();
-}
+std::string model_folder(const ParityCase& c) { return parity_model_folder(c); }
 
 /// "input_ids_2" with stem "input_ids" → "_2"; std::nullopt when `name` is not stem[_K].
 std::optional<std::string> suffix_of(const std::string& name, const std::string& stem) {

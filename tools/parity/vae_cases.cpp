@@ -12,18 +12,13 @@
 namespace tessera {
 
 namespace {
-at::Tensor need(const ParityCase& c, const std::string& name) {
-  auto t = parity_tensor(c, name);
-  if (!t) throw ValidationError("case file " + c.file + " lacks tensor '" + name + "'");
-  return *t;
-}
+at::Tensor need(const ParityCase& c, const std::string& name) { return required_parity_tensor(c, name); }
 }  // namespace
 
 ParityResult run_vae_case(const ParityCase& c) {
   c10::InferenceMode guard;
   const nlohmann::json& p = c.params;
-  if (!p.contains("model") || !p["model"].is_string()) throw ValidationError("params.model is missing");
-  const std::string folder = (std::filesystem::path(c.models_dir) / p["model"].get<std::string>()).string();
+  const std::string folder = parity_model_folder(c);
   auto vae = AutoencoderKLImpl::from_pretrained(folder, p.value("subfolder", std::string("vae")));
   ParityComparison cmp(c.tolerance);
   if (p.contains("scaling_factor") && p["scaling_factor"].is_number())
