@@ -104,22 +104,30 @@ void DPMSolverMultistepScheduler::set_timesteps(int64_t n, const SetTimestepsOpt
 at::Tensor DPMSolverMultistepScheduler::convert_model_output(const at::Tensor& model_output,
                                                              const at::Tensor& sample) const {
   auto [alpha_t, sigma_t] = sigma_to_alpha_sigma_t(sigmas_[*step_index_]);
-  if (algorithm_type_ == "dpmsolver++" || algorithm_type_ == "sde-dpmsolver++") {
-    // The ++ solvers work on the data prediction x0.
+  // The ++ solvers work on the data prediction x0, the plain ones on the noise prediction epsilon.
+  const bool predict_x0 = algorithm_type_ == "dpmsolver++" || algorithm_type_ == "sde-dpmsolver++";
+  return convert_multistep_model_output(model_output, sample, alpha_t, sigma_t, prediction_type_, predict_x0,
+                                        thresholding_, dynamic_thresholding_ratio_, sample_max_value_);
+}
+
+at::Tensor convert_multistep_model_output(const at::Tensor& model_output, const at::Tensor& sample,
+                                          const at::Tensor& alpha_t, const at::Tensor& sigma_t,
+                                          const std::string& prediction_type, bool predict_x0, bool thresholding,
+                                          double dynamic_thresholding_ratio, double sample_max_value) {
+  if (predict_x0) {
     at::Tensor x0;
-    if (prediction_type_ == "epsilon") x0 = (sample - sigma_t * model_output) / alpha_t;
-    else if (prediction_type_ == "sample") x0 = model_output;
+    if (prediction_type == "epsilon") x0 = (sample - sigma_t * model_output) / alpha_t;
+    else if (prediction_type == "sample") x0 = model_output;
     else x0 = alpha_t * sample - sigma_t * model_output;
-    if (thresholding_) x0 = threshold_sample(x0, dynamic_thresholding_ratio_, sample_max_value_);
+    if (thresholding) x0 = threshold_sample(x0, dynamic_thresholding_ratio, sample_max_value);
     return x0;
   }
-  // The plain solvers work on the noise prediction epsilon.
   at::Tensor eps;
-  if (prediction_type_ == "epsilon") eps = model_output;
-  else if (prediction_type_ == "sample") eps = (sample - alpha_t * model_output) / sigma_t;
+  if (prediction_type == "epsilon") eps = model_output;
+  else if (prediction_type == "sample") eps = (sample - alpha_t * model_output) / sigma_t;
   else eps = alpha_t * model_output + sigma_t * sample;
-  if (thresholding_) {
-    at::Tensor x0 = threshold_sample((sample - sigma_t * eps) / alpha_t, dynamic_thresholding_ratio_, sample_max_value_);
+  if (thresholding) {
+    at::Tensor x0 = threshold_sample((sample - sigma_t * eps) / alpha_t, dynamic_thresholding_ratio, sample_max_value);
     eps = (sample - alpha_t * x0) / sigma_t;
   }
   return eps;

@@ -40,4 +40,11 @@ class DPMSolverMultistepScheduler : public Scheduler {
 /// alpha_t = 1 / sqrt(sigma² + 1), sigma_t = sigma * alpha_t: the VP coefficients of a VE sigma.
 std::pair<at::Tensor, at::Tensor> sigma_to_alpha_sigma_t(const at::Tensor& sigma);
 
+/// What a multistep solver works on (diffusers' convert_model_output, shared by DPM-Solver and UniPC):
+/// the data prediction x0 when `predict_x0`, else the noise epsilon, with optional dynamic thresholding.
+at::Tensor convert_multistep_model_output(const at::Tensor& model_output, const at::Tensor& sample,
+                                          const at::Tensor& alpha_t, const at::Tensor& sigma_t,
+                                          const std::string& prediction_type, bool predict_x0, bool thresholding,
+                                          double dynamic_thresholding_ratio, double sample_max_value);
+
 }  // namespace tessera

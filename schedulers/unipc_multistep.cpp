@@ -96,23 +96,8 @@ void UniPCMultistepScheduler::set_timesteps(int64_t n, const SetTimestepsOptions
 at::Tensor UniPCMultistepScheduler::convert_model_output(const at::Tensor& model_output,
                                                          const at::Tensor& sample) const {
   auto [alpha_t, sigma_t] = sigma_to_alpha_sigma_t(sigmas_[*step_index_]);
-  if (predict_x0_) {
-    at::Tensor x0;
-    if (prediction_type_ == "epsilon") x0 = (sample - sigma_t * model_output) / alpha_t;
-    else if (prediction_type_ == "sample") x0 = model_output;
-    else x0 = alpha_t * sample - sigma_t * model_output;
-    if (thresholding_) x0 = threshold_sample(x0, dynamic_thresholding_ratio_, sample_max_value_);
-    return x0;
-  }
-  at::Tensor eps;
-  if (prediction_type_ == "epsilon") eps = model_output;
-  else if (prediction_type_ == "sample") eps = (sample - alpha_t * model_output) / sigma_t;
-  else eps = alpha_t * model_output + sigma_t * sample;
-  if (thresholding_) {
-    at::Tensor x0 = threshold_sample((sample - sigma_t * eps) / alpha_t, dynamic_thresholding_ratio_, sample_max_value_);
-    eps = (sample - alpha_t * x0) / sigma_t;
-  }
-  return eps;
+  return convert_multistep_model_output(model_output, sample, alpha_t, sigma_t, prediction_type_, predict_x0_,
+                                        thresholding_, dynamic_thresholding_ratio_, sample_max_value_);
 }
 
 at::Tensor UniPCMultistepScheduler::bh_update(const at::Tensor& x, int64_t order, bool is_corrector,
