@@ -4,5 +4,6 @@ find_package(yaml-cpp REQUIRED)
 find_package(spdlog REQUIRED)
 find_package(nlohmann_json REQUIRED)
 find_package(PNG REQUIRED)
+find_package(JPEG REQUIRED)  # libjpeg-turbo (libjpeg62-turbo-dev)
 find_package(Threads REQUIRED)
 # Debian's TorchConfig puts -D_GLIBCXX_USE_CXX11_ABI on the torch target; nothing else to add.

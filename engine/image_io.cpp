@@ -6,12 +6,17 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <csetjmp>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <memory>
+
+// jpeglib.h needs FILE and size_t declared first.
+#include <jpeglib.h>
+#include <jerror.h>
 
 #include "engine/error.h"
 
@@ -282,15 +287,189 @@ std::string strip_png_suffix(const std::string& base) {
 
 // ---------------------------------------------------------------- reading
 
+using FilePtr = std::unique_ptr<FILE, int (*)(FILE*)>;
+
+/// Opens a regular file for reading; InputError naming it otherwise.
+FilePtr open_image_file(const std::string& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) throw InputError("cannot open image '" + path + "': " + errno_str(errno));
+  if (!S_ISREG(st.st_mode)) throw InputError("cannot read image '" + path + "': not a regular file");
+  FilePtr fp(std::fopen(path.c_str(), "rb"), &std::fclose);
+  if (!fp) throw InputError("cannot open image '" + path + "': " + errno_str(errno));
+  return fp;
+}
+
+/// True when `path` starts with a JPEG SOI marker (FF D8 FF); false also when it cannot be read (the PNG
+/// reader then reports why).
+bool starts_as_jpeg(const std::string& path) {
+  FilePtr fp(std::fopen(path.c_str(), "rb"), &std::fclose);
+  unsigned char sig[3] = {0};
+  return fp && std::fread(sig, 1, sizeof sig, fp.get()) == sizeof sig && sig[0] == 0xFF && sig[1] == 0xD8 &&
+         sig[2] == 0xFF;
+}
+
+// ---------------------------------------------------------------- libjpeg glue
+// libjpeg's default error handler calls exit(). Ours formats the message and longjmps back into the
+// function that made the libjpeg call; as with libpng, those functions have only trivial locals.
+// Warnings about corrupt data (a truncated file gets a fake end marker, a bad Huffman code is skipped…)
+// are errors here, as PIL's "image file is truncated": a half-grey image must not reach a pipeline.
+
+/// Progressive files may hold any number of scans; more than this is treated as hostile.
+constexpr int kMaxJpegScans = 1000;
+
+struct JpegContext {
+  jpeg_decompress_struct cinfo{};
+  jpeg_error_mgr err{};
+  jpeg_progress_mgr progress{};
+  std::jmp_buf jump{};
+  char error[JMSG_LENGTH_MAX] = {0};
+  bool created = false;
+};
+
+struct JpegHeader {
+  uint32_t width = 0, height = 0;
+  J_COLOR_SPACE color_space = JCS_UNKNOWN;  // of the file
+  int components = 0;
+};
+
+[[noreturn]] void on_jpeg_error(j_common_ptr cinfo) {
+  auto* ctx = static_cast<JpegContext*>(cinfo->client_data);
+  (*cinfo->err->format_message)(cinfo, ctx->error);
+  std::longjmp(ctx->jump, 1);
+}
+
+void on_jpeg_message(j_common_ptr cinfo, int level) {
+  // level -1: a warning (corrupt data). Extraneous bytes before a marker are harmless, as PIL treats them.
+  if (level < 0 && cinfo->err->msg_code != JWRN_EXTRANEOUS_DATA) on_jpeg_error(cinfo);
+}
+
+void on_jpeg_progress(j_common_ptr cinfo) {
+  auto* d = reinterpret_cast<j_decompress_ptr>(cinfo);
+  if (d->input_scan_number > kMaxJpegScans) {
+    auto* ctx = static_cast<JpegContext*>(cinfo->client_data);
+    std::snprintf(ctx->error, sizeof ctx->error, "more than %d progressive scans", kMaxJpegScans);
+    std::longjmp(ctx->jump, 1);
+  }
+}
+
+bool jpeg_open(JpegContext* c, FILE* fp, JpegHeader* h) {
+  c->cinfo.err = jpeg_std_error(&c->err);
+  c->err.error_exit = on_jpeg_error;
+  c->err.emit_message = on_jpeg_message;
+  c->cinfo.client_data = c;
+  if (setjmp(c->jump)) return false;
+  jpeg_create_decompress(&c->cinfo);
+  c->created = true;
+  c->progress.progress_monitor = on_jpeg_progress;
+  c->cinfo.progress = &c->progress;
+  jpeg_stdio_src(&c->cinfo, fp);
+  jpeg_read_header(&c->cinfo, TRUE);
+  h->width = c->cinfo.image_width;
+  h->height = c->cinfo.image_height;
+  h->color_space = c->cinfo.jpeg_color_space;
+  h->components = c->cinfo.num_components;
+  return true;
+}
+
+// Decodes into `pixels` (height rows of width * components bytes, `stride` apart) in `out_space`, with
+// libjpeg's defaults (islow DCT, fancy upsampling) as PIL uses them.
+bool jpeg_decode(JpegContext* c, J_COLOR_SPACE out_space, int components, uint8_t* pixels, size_t stride) {
+  if (setjmp(c->jump)) return false;
+  c->cinfo.out_color_space = out_space;
+  jpeg_start_decompress(&c->cinfo);
+  if (c->cinfo.output_components != components) {
+    std::snprintf(c->error, sizeof c->error, "decoded %d components, expected %d", c->cinfo.output_components,
+                  components);
+    return false;
+  }
+  while (c->cinfo.output_scanline < c->cinfo.output_height) {
+    JSAMPROW row = pixels + static_cast<size_t>(c->cinfo.output_scanline) * stride;
+    jpeg_read_scanlines(&c->cinfo, &row, 1);
+  }
+  jpeg_finish_decompress(&c->cinfo);  // reads to the end marker: a truncated tail is caught here
+  return true;
+}
+
+/// An open JPEG file with libjpeg's decompressor; releases both.
+class JpegReader {
+ public:
+  explicit JpegReader(std::string path) : path_(std::move(path)), fp_(open_image_file(path_)) {}
+  JpegReader(const JpegReader&) = delete;
+  JpegReader& operator=(const JpegReader&) = delete;
+  ~JpegReader() {
+    if (ctx_->created) jpeg_destroy_decompress(&ctx_->cinfo);
+  }
+
+  /// Reads the header; rejects unsupported colour spaces and oversized images before any allocation.
+  JpegHeader header() {
+    JpegHeader h;
+    if (!jpeg_open(ctx_.get(), fp_.get(), &h)) corrupt();
+    if (h.width > kMaxImageSide || h.height > kMaxImageSide)
+      fail(std::to_string(h.width) + "x" + std::to_string(h.height) + " pixels is larger than the supported " +
+           std::to_string(kMaxImageSide) + " per side");
+    if (out_space(h) == JCS_UNKNOWN)
+      fail("unsupported JPEG colour space (" + std::to_string(h.components) +
+           " components); supported: grayscale, RGB, YCbCr, CMYK, YCCK");
+    return h;
+  }
+
+  /// Decodes to [H, W, components] uint8; components is 1 (gray), 3 (RGB) or 4 (CMYK).
+  at::Tensor pixels(const JpegHeader& h) {
+    const int components = out_components(h);
+    at::Tensor raw = at::empty({int64_t(h.height), int64_t(h.width) * components}, at::kByte);
+    if (!jpeg_decode(ctx_.get(), out_space(h), components, raw.data_ptr<uint8_t>(), size_t(raw.stride(0))))
+      corrupt();
+    return raw.view({int64_t(h.height), int64_t(h.width), components});
+  }
+
+  static J_COLOR_SPACE out_space(const JpegHeader& h) {
+    switch (h.color_space) {
+      case JCS_GRAYSCALE: return JCS_GRAYSCALE;
+      case JCS_RGB:
+      case JCS_YCbCr: return JCS_RGB;
+      case JCS_CMYK:
+      case JCS_YCCK: return JCS_CMYK;  // libjpeg converts YCCK to CMYK
+      default: return JCS_UNKNOWN;
+    }
+  }
+  static int out_components(const JpegHeader& h) {
+    J_COLOR_SPACE s = out_space(h);
+    return s == JCS_GRAYSCALE ? 1 : s == JCS_CMYK ? 4 : 3;
+  }
+
+ private:
+  [[noreturn]] void corrupt() const { fail(std::string("corrupt, truncated or unsupported JPEG (") + ctx_->error + ")"); }
+  [[noreturn]] void fail(const std::string& why) const {
+    throw InputError("cannot read image '" + path_ + "': " + why);
+  }
+
+  std::string path_;
+  FilePtr fp_;
+  std::unique_ptr<JpegContext> ctx_ = std::make_unique<JpegContext>();  // after fp_: destroyed first
+};
+
+/// [H, W, 1|3|4] uint8 → [H, W, 3] float in [0, 1], as PIL's convert("RGB"): gray is replicated; CMYK is
+/// stored inverted (Adobe's convention, which PIL assumes for every CMYK JPEG), and R = (1 - C)(1 - K) on
+/// the un-inverted values, i.e. stored_C * stored_K.
+at::Tensor jpeg_to_rgb(const at::Tensor& raw) {
+  at::Tensor x = raw.to(at::kFloat).div_(255.0);
+  if (x.size(2) == 1) return x.expand({x.size(0), x.size(1), 3});
+  if (x.size(2) == 4) return x.narrow(2, 0, 3).mul(x.narrow(2, 3, 1));  // [H, W, 3] * [H, W, 1]
+  return x;
+}
+
+ImageBatch read_jpeg(const std::string& path) {
+  JpegReader reader(path);
+  JpegHeader h = reader.header();
+  at::Tensor rgb = jpeg_to_rgb(reader.pixels(h));                        // [H, W, 3]
+  return ImageBatch{rgb.permute({2, 0, 1}).unsqueeze(0).contiguous()};  // [1, 3, H, W]
+}
+
 /// An open PNG file positioned after its signature, with libpng's read structs; releases both.
 class PngReader {
  public:
-  explicit PngReader(std::string path) : path_(std::move(path)) {
-    struct stat st {};
-    if (::stat(path_.c_str(), &st) != 0) fail("cannot open image '" + path_ + "': " + errno_str(errno));
-    if (!S_ISREG(st.st_mode)) fail("cannot read image '" + path_ + "': not a regular file");
-    fp_.reset(std::fopen(path_.c_str(), "rb"));
-    if (!fp_) fail("cannot open image '" + path_ + "': " + errno_str(errno));
+  /// `supported` names the formats the caller reads, for the message about a foreign file.
+  PngReader(std::string path, const char* supported) : path_(std::move(path)), fp_(open_image_file(path_)) {
     unsigned char sig[8] = {0};
     size_t n = std::fread(sig, 1, sizeof sig, fp_.get());
     if (n < sizeof sig || png_sig_cmp(sig, 0, sizeof sig) != 0) {
@@ -298,7 +477,7 @@ class PngReader {
       fail("cannot read image '" + path_ + "': " + (n == 0 ? std::string("the file is empty")
                                                     : what.empty() ? std::string("not a PNG file")
                                                                    : "a " + what + " file, not a PNG") +
-               "; only PNG images are supported",
+               "; only " + supported + " images are supported",
            what.empty() ? std::string() : "convert it to PNG first (e.g. `convert in.jpg out.png`)");
     }
     ctx_.png = png_create_read_struct(PNG_LIBPNG_VER_STRING, &ctx_, on_png_error, on_png_warning);
@@ -368,7 +547,7 @@ class PngReader {
   };
 
   std::string path_;
-  std::unique_ptr<FILE, int (*)(FILE*)> fp_{nullptr, &std::fclose};
+  FilePtr fp_;
   ReadContext ctx_;  // after fp_: destroyed before the file is closed
 };
 
@@ -413,7 +592,8 @@ std::vector<std::string> write_pngs(const std::string& base_path, const at::Tens
 }
 
 ImageBatch read_image(const std::string& path) {
-  PngReader reader(path);
+  if (starts_as_jpeg(path)) return read_jpeg(path);
+  PngReader reader(path, "PNG and JPEG");
   PngHeader h = reader.header();
   const int64_t height = h.height, width = h.width;
   const int64_t bytes_per_sample = h.bit_depth == 16 ? 2 : 1;
@@ -432,7 +612,7 @@ ImageBatch read_image(const std::string& path) {
 }
 
 TextChunks read_png_text(const std::string& path) {
-  PngReader reader(path);
+  PngReader reader(path, "PNG");
   PngHeader h = reader.header();
   reader.skip(h);
   reader.end();

@@ -1,9 +1,11 @@
 #pragma once
-/// Image files: PNG output (8-bit sRGB RGB, text chunks, atomic write) and PNG input (any PNG colour
-/// type and bit depth, converted to RGB float in [0, 1]). Files read are treated as untrusted.
+/// Image files: PNG output (8-bit sRGB RGB, text chunks, atomic write) and PNG or JPEG input (any PNG
+/// colour type and bit depth; baseline or progressive JPEG), converted to RGB float in [0, 1]. Files read
+/// are treated as untrusted.
 ///
 ///   write_png("out.png", images.pixels[0], {{"seed", "42"}, {"recipe", yaml_text}});
-///   ImageBatch init = read_image("init.png");  // pixels [1, 3, H, W]
+///   ImageBatch init = read_image("init.png");   // pixels [1, 3, H, W]
+///   ImageBatch photo = read_image("photo.jpg"); // the format comes from the file's first bytes, not its name
 #include <ATen/ATen.h>
 
 #include <cstdint>
@@ -41,12 +43,21 @@ std::vector<std::string> write_pngs(const std::string& base_path, const at::Tens
 /// Names write_pngs uses for a batch of `batch_size` images (for tools that report or clean them up).
 std::vector<std::string> png_batch_paths(const std::string& base_path, int64_t batch_size);
 
-/// Reads a PNG as images [1, 3, H, W] float32 in [0, 1]. Supported: every PNG colour type (gray,
-/// gray+alpha, RGB, RGBA, palette) at every bit depth (1–16), interlaced or not. Gray is replicated to
-/// RGB; alpha and tRNS transparency are dropped, as PIL's convert("RGB") in diffusers' load_image does;
-/// 16-bit samples keep their full precision (x / 65535). No colour management (gAMA/iCCP are ignored).
-/// Throws InputError naming the file when it is missing, not a PNG (JPEG, WebP… are named as such),
-/// corrupt or truncated, or larger than kMaxImageSide on a side.
+/// Reads a PNG or JPEG (told apart by their signatures) as images [1, 3, H, W] float32 in [0, 1], as
+/// PIL's convert("RGB") in diffusers' load_image would give them.
+/// PNG: every colour type (gray, gray+alpha, RGB, RGBA, palette) at every bit depth (1–16), interlaced
+/// or not. Gray is replicated to RGB; alpha and tRNS transparency are dropped; 16-bit samples keep their
+/// full precision (x / 65535).
+/// JPEG (libjpeg-turbo, default islow DCT and fancy upsampling, as PIL): baseline and progressive;
+/// grayscale is replicated to RGB; YCbCr and RGB give RGB; CMYK and YCCK are read with Adobe's inverted
+/// convention, as PIL assumes, and converted as PIL does (R = (1 - C)(1 - K)). A file that libjpeg
+/// reports as corrupt, even only with a warning (a truncated file, a bad Huffman code), is rejected,
+/// as PIL rejects truncated images; extraneous bytes before a marker are tolerated.
+/// Not done: colour management (gAMA/iCCP/ICC profiles are ignored) and EXIF orientation (diffusers'
+/// load_image applies exif_transpose; images here keep their stored orientation).
+/// Throws InputError naming the file when it is missing, neither PNG nor JPEG (GIF, WebP… are named as
+/// such), corrupt or truncated, or larger than kMaxImageSide on a side (checked from the header, before
+/// the pixels are allocated).
 ImageBatch read_image(const std::string& path);
 
 /// The text chunks (tEXt, zTXt, iTXt) of a PNG, before and after the image data, in file order.
