@@ -143,7 +143,7 @@ std::string recipe_doc(const Pipeline& p) {
   std::vector<ComponentSpec> comps;
   try {
     comps = p.resolved_components({});
-  } catch (const InputError&) {  // a ${placeholder} without default: show the specs as written
+  } catch (const Error&) {  // a ${placeholder} without default, an unreadable model folder: the specs as written
     for (const auto& kv : r.components) comps.push_back(kv.second.spec);
     for (const auto& c : p.root().expected_components())
       if (!r.components.count(c.name)) comps.push_back(c);

@@ -1,9 +1,12 @@
 #include "engine/pipeline.h"
 
+#include <nlohmann/json.hpp>
+
 #include <ATen/core/grad_mode.h>
 #include <c10/core/InferenceMode.h>
 
 #include <filesystem>
+#include <fstream>
 #include <sstream>
 
 namespace tessera {
@@ -229,6 +232,32 @@ Value Pipeline::parse_input(const std::string& name, const std::string& text) co
   return parse_value(input_kind(name), text, name);
 }
 
+namespace {
+
+/// The class model_index.json in `spec.from` names for the component (key: its subfolder, else its name), as
+/// diffusers' DiffusionPipeline.from_pretrained picks each component's class.
+std::string model_index_class(const ComponentSpec& spec, const SourceLoc& loc) {
+  const fs::path index = fs::path(spec.from) / "model_index.json";
+  const std::string key = spec.subfolder.empty() ? spec.name : spec.subfolder;
+  std::ifstream in(index);
+  if (!in)
+    throw ModelLoadError("component '" + spec.name + "' has type auto, but '" + index.string() + "' cannot be read",
+                         SourceLoc{index.string()}, {}, "check the model folder, or name the type in the recipe");
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(in);
+  } catch (const nlohmann::json::exception& e) {
+    throw ModelLoadError(std::string("model_index.json is not valid JSON: ") + e.what(), SourceLoc{index.string()});
+  }
+  if (!j.is_object() || !j.contains(key) || !j[key].is_array() || j[key].size() != 2 || !j[key][1].is_string())
+    throw ModelLoadError("model_index.json has no [library, class] entry '" + key + "' for component '" + spec.name +
+                             "' (type auto)",
+                         SourceLoc{index.string()}, {}, "name the type in the recipe (declared at " + loc.str() + ")");
+  return j[key][1].get<std::string>();
+}
+
+}  // namespace
+
 std::vector<ComponentSpec> Pipeline::resolved_components(const ValueMap& inputs) const {
   auto substitute = [&](const std::string& s, bool& from_recipe) {
     std::string out;
@@ -271,6 +300,13 @@ std::vector<ComponentSpec> Pipeline::resolved_components(const ValueMap& inputs)
     // command line resolves against the working directory.
     if (!spec.from.empty() && from_recipe && fs::path(spec.from).is_relative())
       spec.from = (fs::path(rc.origin_dir) / spec.from).lexically_normal().string();
+    bool type_from_recipe = true;
+    spec.type = substitute(spec.type, type_from_recipe);
+    if (spec.type == kAutoComponentType) spec.type = model_index_class(spec, rc.loc);
+    if (!registry_.find_component_type(spec.type))
+      throw InputError("component '" + name + "' has unknown type '" + spec.type + "'",
+                       type_from_recipe ? rc.loc : SourceLoc{recipe_.file}, {},
+                       did_you_mean(spec.type, registry_.component_types()));
     out.push_back(std::move(spec));
   }
   // Components that blocks expect and the recipe does not declare: created from the block's spec.

@@ -58,6 +58,10 @@ std::vector<std::string> input_template_names();
 std::vector<std::string> output_template_names();
 
 enum class Creation { FromPretrained, FromConfig };
+
+/// A component `type` of "auto": the class the model folder's model_index.json names for it (diffusers'
+/// from_pretrained rule). Recipes often write `type: ${scheduler}` with the input defaulting to auto.
+inline constexpr const char* kAutoComponentType = "auto";
 const char* creation_name(Creation c);
 
 /// A component a block needs (model, scheduler, guider, tokenizer…), by diffusers' class name.
@@ -69,11 +73,20 @@ struct ComponentSpec {
   std::string from;         ///< model folder (from_pretrained)
   std::string subfolder;
   std::string variant;
+  /// Compute dtype of a model component: "" (float32, the default), "fp32" or "bf16" (see canonical_dtype).
+  /// Recipes set it with `dtype:`; `tessera run --dtype` overrides it for every model component of a run.
+  std::string dtype;
   Creation creation = Creation::FromPretrained;
 
-  /// path|subfolder|variant: two specs with the same load id share one loaded component.
+  /// path|subfolder|variant|dtype: two specs with the same load id share one loaded component (an fp32 and a
+  /// bf16 copy of the same weights do not).
   std::string load_id() const;
 };
+
+/// The canonical name of a component dtype: "", "fp32", "float32" → "fp32"; "bf16", "bfloat16" → "bf16".
+/// For anything else returns "" and, when `problem` is given, says why (fp16/float16: LibTorch 1.13 has no CPU
+/// half-precision convolution kernels; use bf16).
+std::string canonical_dtype(const std::string& name, std::string* problem = nullptr);
 
 /// A pipeline-level flag (e.g. `requires_safety_checker`).
 struct ConfigSpec {

@@ -122,6 +122,14 @@ struct Checker {
   }
 };
 
+std::string substitute_placeholder(const std::string& s, const std::string& var, const std::string& value) {
+  std::string out = s;
+  const std::string key = "${" + var + "}";
+  for (size_t i = out.find(key); i != std::string::npos; i = out.find(key, i + value.size()))
+    out.replace(i, key.size(), value);
+  return out;
+}
+
 std::vector<std::string> placeholders(const std::string& s) {
   std::vector<std::string> out;
   size_t i = 0;
@@ -182,14 +190,44 @@ std::vector<ValidationError> Pipeline::problems() const {
 
   // Components: known types, consistent with what the blocks expect, and everything expected available.
   for (const auto& [name, rc] : recipe_.components) {
-    if (!registry_.find_component_type(rc.spec.type))
-      ck.add(ValidationError("component '" + name + "' has unknown type '" + rc.spec.type + "'", rc.loc, {},
-                             did_you_mean(rc.spec.type, registry_.component_types())));
+    // The type as the recipe's defaults resolve it; "" when it is only known at run time (`auto`).
+    std::string type = rc.spec.type;
+    bool type_known = true;
+    if (!placeholders(type).empty()) {
+      for (const auto& var : placeholders(type)) {
+        const RecipeInput* in = recipe_.find_input(var);
+        if (!in)
+          ck.add(ValidationError("component '" + name + "' uses '${" + var + "}' in its type, which is not a recipe input",
+                                 rc.loc, {}, "declare it under 'inputs:' with a default type (or auto)"));
+        else if (!in->default_value || in->default_value->kind() != Kind::String)
+          type_known = false;
+        else
+          type = substitute_placeholder(type, var, in->default_value->str());
+      }
+    }
+    if (type == kAutoComponentType) {
+      type_known = false;
+      if (rc.spec.from.empty())
+        ck.add(ValidationError("component '" + name + "' has type auto, which needs 'from' (a model folder whose "
+                               "model_index.json names the class)",
+                               rc.loc));
+    }
+    const ComponentTypeInfo* info = type_known ? registry_.find_component_type(type) : nullptr;
+    if (type_known && !info)
+      ck.add(ValidationError("component '" + name + "' has unknown type '" + type + "'", rc.loc, {},
+                             did_you_mean(type, registry_.component_types())));
+    // A block's component type is its default: the recipe may declare another type of the same category
+    // (any scheduler for `scheduler`, any guider for `guider`), as diffusers' ComponentSpecs are defaults.
     auto it = expected.find(name);
-    if (it != expected.end() && !it->second.second.type.empty() && it->second.second.type != rc.spec.type)
-      ck.add(ValidationError("component '" + name + "' is declared as " + rc.spec.type + " but block " +
-                                 it->second.first + " expects " + it->second.second.type,
-                             rc.loc));
+    if (info && it != expected.end() && !it->second.second.type.empty() && it->second.second.type != type) {
+      const ComponentTypeInfo* want = registry_.find_component_type(it->second.second.type);
+      if (!want || want->category != info->category)
+        ck.add(ValidationError("component '" + name + "' is declared as " + type + " (" +
+                                   component_category_name(info->category) + ") but block " + it->second.first +
+                                   " expects " + it->second.second.type +
+                                   (want ? std::string(" (") + component_category_name(want->category) + ")" : ""),
+                               rc.loc));
+    }
     for (const std::string* field : {&rc.spec.from, &rc.spec.subfolder, &rc.spec.variant})
       for (const auto& var : placeholders(*field))
         if (!recipe_.find_input(var))
@@ -231,7 +269,7 @@ std::vector<ValidationError> Pipeline::problems() const {
   // Recipe inputs: defaults of the right kind; each one read by something.
   std::set<std::string> used_by_components;
   for (const auto& [name, rc] : recipe_.components)
-    for (const std::string* field : {&rc.spec.from, &rc.spec.subfolder, &rc.spec.variant})
+    for (const std::string* field : {&rc.spec.from, &rc.spec.subfolder, &rc.spec.variant, &rc.spec.type})
       for (const auto& var : placeholders(*field)) used_by_components.insert(var);
   std::set<std::string> triggers;
   walk_blocks(*root_, [&](const std::string&, const Block& b, const std::vector<const Block*>&) {

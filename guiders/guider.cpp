@@ -9,6 +9,7 @@ namespace tessera {
 
 Guider::Guider(GuiderConfigReader& config, double default_guidance_scale)
     : guidance_scale_(config.get_float("guidance_scale", default_guidance_scale)),
+      configured_guidance_scale_(guidance_scale_),
       guidance_rescale_(config.get_float("guidance_rescale", 0.0)),
       use_original_formulation_(config.get_bool("use_original_formulation", false)),
       start_(config.get_float("start", 0.0)),

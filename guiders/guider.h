@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -73,6 +74,9 @@ class Guider : public Component {
   void set_config_record(nlohmann::json config) { config_ = std::move(config); }
 
   double guidance_scale() const { return guidance_scale_; }
+  /// Overrides the scale for the steps that follow (a pipeline's `guidance_scale` input, as diffusers' standard
+  /// pipelines take it); `set_guidance_scale(std::nullopt)` restores the configured value.
+  void set_guidance_scale(std::optional<double> scale) { guidance_scale_ = scale ? *scale : configured_guidance_scale_; }
   double guidance_rescale() const { return guidance_rescale_; }
   bool use_original_formulation() const { return use_original_formulation_; }
   double start() const { return start_; }
@@ -100,6 +104,7 @@ class Guider : public Component {
   at::Tensor maybe_rescale(const at::Tensor& pred, const at::Tensor& pred_cond) const;
 
   double guidance_scale_;
+  double configured_guidance_scale_;
   double guidance_rescale_;
   bool use_original_formulation_;
   double start_;

@@ -157,7 +157,8 @@ blocks:
   }
   SECTION("a component declared with a type the block does not expect") {
     auto p = build("version: 1\ncomponents:\n  scaler: {type: TestWeights, from: /x}\ninputs: {a: 1}\nblocks:\n  - {name: s, block: test.scaled}\n");
-    CHECK_THAT(problems_text(*p), Contains("declared as TestWeights but block s expects TestScale"));
+    // Another type of the same category would be accepted (the block's type is a default); another category is not.
+    CHECK_THAT(problems_text(*p), Contains("declared as TestWeights (model) but block s expects TestScale (other)"));
   }
   SECTION("a from_pretrained component the recipe does not declare") {
     auto p = build("version: 1\ninputs: {a: 1}\nblocks:\n  - {name: w, block: test.weighted}\n");

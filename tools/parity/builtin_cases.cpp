@@ -1,6 +1,7 @@
 // One place that knows every parity case runner, so a new runner is registered for all tools at once.
 #include "tools/parity/guider_cases.h"
 #include "tools/parity/parity.h"
+#include "tools/parity/pipeline_cases.h"
 #include "tools/parity/text_cases.h"
 #include "tools/parity/unet_cases.h"
 #include "tools/parity/vae_cases.h"
@@ -12,6 +13,7 @@ void register_builtin_case_runners() {
   register_text_case_runners();
   register_unet_case_runner();
   register_vae_case_runner();
+  register_pipeline_case_runner();
 }
 
 }  // namespace tessera

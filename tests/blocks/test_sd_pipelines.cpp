@@ -1,0 +1,194 @@
+// The sd.* / sdxl.* blocks through the shipped recipes on the tiny models in tests/fixtures/parity/models:
+// workflows, determinism, guider batching, and bad input. (Numerical parity with diffusers is checked case by
+// case by the pipeline parity runner: tests/tools, `tessera parity`.)
+#include <catch2/catch.hpp>
+
+#include <filesystem>
+
+#include "blocks/register.h"
+#include "engine/pipeline.h"
+#include "engine/recipe.h"
+#include "engine/registry.h"
+#include "guiders/register.h"
+#include "models/register.h"
+#include "schedulers/register.h"
+
+using namespace tessera;
+using Catch::Matchers::Contains;
+namespace fs = std::filesystem;
+
+namespace {
+
+Registry& reg() {
+  static Registry r = [] {
+    Registry x;
+    register_builtin_engine(x);
+    register_builtin_blocks(x);
+    register_builtin_schedulers(x);
+    register_builtin_guiders(x);
+    register_builtin_models(x);
+    return x;
+  }();
+  return r;
+}
+
+const std::string kSource = TESSERA_SOURCE_DIR;
+const std::string kTinySD = kSource + "/tests/fixtures/parity/models/tiny-sd";
+const std::string kTinySDXL = kSource + "/tests/fixtures/parity/models/tiny-sdxl";
+
+std::unique_ptr<Pipeline> sd_pipeline(const std::string& family = "sd", const std::string& extra_yaml = {}) {
+  const std::string path = kSource + "/recipes/" + family + "/auto.yaml";
+  if (extra_yaml.empty()) return Pipeline::from_recipe(load_recipe(path), reg());
+  // A small recipe that extends the shipped one (written next to it so relative paths keep working).
+  return Pipeline::from_recipe(parse_recipe("version: 1\nextends: auto.yaml\n" + extra_yaml, path), reg());
+}
+
+ValueMap text2image(int64_t seed, int64_t steps = 3) {
+  return {{"prompt", Value("a photo of an astronaut")}, {"seed", Value(seed)}, {"num_inference_steps", Value(steps)}};
+}
+
+ImageBatch gradient_image(int64_t h, int64_t w) {
+  at::Tensor y = at::linspace(0, 1, h).view({1, 1, h, 1}).expand({1, 1, h, w});
+  at::Tensor x = at::linspace(0, 1, w).view({1, 1, 1, w}).expand({1, 1, h, w});
+  return {at::cat({y, x, (x + y) / 2}, 1).contiguous()};  // [1, 3, h, w] in [0, 1]
+}
+
+ImageBatch center_mask(int64_t h, int64_t w) {
+  at::Tensor m = at::zeros({1, 3, h, w});
+  m.slice(2, h / 4, 3 * h / 4).slice(3, w / 4, 3 * w / 4).fill_(1.0);
+  return {m};
+}
+
+}  // namespace
+
+TEST_CASE("sd/auto.yaml and sdxl/auto.yaml validate and plan three workflows", "[sd]") {
+  for (const std::string family : {"sd", "sdxl"}) {
+    INFO(family);
+    auto p = sd_pipeline(family);
+    std::string problems;
+    for (const auto& e : p->problems()) problems += std::string(e.what()) + "\n";
+    CHECK(problems.empty());
+    Plan t2i = p->plan("text2image"), i2i = p->plan("image2image"), inp = p->plan("inpainting");
+    auto has = [](const Plan& pl, const std::string& path) {
+      for (const auto& e : pl.blocks)
+        if (e.path == path) return true;
+      return false;
+    };
+    CHECK(has(t2i, "set_timesteps.text2image"));
+    CHECK(has(t2i, "prepare_latents.text2image"));
+    CHECK_FALSE(has(t2i, "denoise.inpaint_blend.blend"));
+    CHECK(has(i2i, "set_timesteps.img2img"));
+    CHECK(has(i2i, "prepare_latents.img2img.vae_encode"));
+    CHECK(has(i2i, "prepare_latents.img2img.noise"));
+    CHECK(has(inp, "prepare_latents.inpaint"));
+    CHECK(has(inp, "denoise.inpaint_blend.blend"));
+    CHECK(has(inp, "denoise.denoiser"));
+    CHECK_THAT(format_plan(inp), Contains("vae"));
+  }
+}
+
+TEST_CASE("sd text2image: same seed, bit-identical image; another seed, another image", "[sd]") {
+  auto p = sd_pipeline();
+  auto run = [&](int64_t seed) { return p->run(text2image(seed)).get("images").images().pixels; };
+  at::Tensor a = run(5), b = run(5), c = run(6);
+  REQUIRE(a.sizes() == at::IntArrayRef({1, 3, 64, 64}));  // tiny-sd: sample_size 32 × VAE factor 2
+  CHECK(at::equal(a, b));
+  CHECK_FALSE(at::equal(a, c));
+  CHECK(a.min().item<float>() >= 0.0f);
+  CHECK(a.max().item<float>() <= 1.0f);
+}
+
+TEST_CASE("sd: the scheduler comes from the model folder unless --set scheduler names one", "[sd]") {
+  auto p = sd_pipeline();
+  ValueMap in = text2image(1, 2);
+  in["output_type"] = Value("latent");
+  at::Tensor ddim = p->run(in).get("latents").tensor();
+  auto q = sd_pipeline();
+  in["scheduler"] = Value("EulerDiscreteScheduler");
+  at::Tensor euler = q->run(in).get("latents").tensor();
+  CHECK_FALSE(at::allclose(ddim, euler));
+  auto r = sd_pipeline();
+  in["scheduler"] = Value("EulerDiscreteSchedular");
+  CHECK_THROWS_WITH(r->run(in), Contains("unknown type 'EulerDiscreteSchedular'") && Contains("EulerDiscreteScheduler"));
+}
+
+TEST_CASE("sd: batched and separate guider passes agree; guidance_scale 1 needs no negative", "[sd]") {
+  ValueMap in = text2image(11, 3);
+  in["output_type"] = Value("latent");
+  at::Tensor batched = sd_pipeline()->run(in).get("latents").tensor();
+  at::Tensor separate = sd_pipeline("sd", "configs: {batch_passes: false}\n")->run(in).get("latents").tensor();
+  CHECK(at::allclose(batched, separate, 1e-4, 1e-5));
+  in["guidance_scale"] = Value(1.0);
+  PipelineState no_cfg = sd_pipeline()->run(in);
+  CHECK_FALSE(no_cfg.has("negative_prompt_embeds"));
+  CHECK_FALSE(at::allclose(no_cfg.get("latents").tensor(), batched, 1e-3, 1e-3));
+}
+
+TEST_CASE("sd image2image and inpainting run; inpainting keeps the unmasked area", "[sd]") {
+  auto p = sd_pipeline();
+  ValueMap in = text2image(3, 4);
+  in["image"] = Value(gradient_image(64, 64));
+  in["strength"] = Value(0.5);
+  PipelineState i2i = p->run(in);
+  CHECK(i2i.get("images").images().pixels.sizes() == at::IntArrayRef({1, 3, 64, 64}));
+  CHECK(i2i.get("num_inference_steps").to_int() == 2);  // int(4 * 0.5) steps kept
+
+  in["mask_image"] = Value(center_mask(64, 64));
+  in["strength"] = Value(1.0);
+  in["output_type"] = Value("latent");
+  PipelineState inp = sd_pipeline()->run(in);
+  // After the last step the unmasked latents are exactly the image's latents (mask blending).
+  at::Tensor mask = inp.get("mask").tensor();  // [1, 1, 32, 32]
+  at::Tensor keep = (1 - mask).expand({1, 4, 32, 32}).to(at::kBool);
+  at::Tensor latents = inp.get("latents").tensor(), image_latents = inp.get("image_latents").tensor();
+  CHECK(at::equal(latents.masked_select(keep), image_latents.masked_select(keep)));
+  CHECK_FALSE(at::allclose(latents, image_latents));
+}
+
+TEST_CASE("sdxl text2image runs with two encoders and time ids", "[sd]") {
+  PipelineState s = sd_pipeline("sdxl")->run(text2image(2, 2));
+  CHECK(s.get("images").images().pixels.sizes() == at::IntArrayRef({1, 3, 64, 64}));
+  CHECK(s.get("prompt_embeds").tensor().sizes() == at::IntArrayRef({1, 77, 64}));
+  CHECK(s.get("pooled_prompt_embeds").tensor().sizes() == at::IntArrayRef({1, 32}));
+  CHECK(at::equal(s.get("add_time_ids").tensor(), at::tensor({64.f, 64.f, 0.f, 0.f, 64.f, 64.f}).view({1, 6})));
+  CHECK(s.get("negative_prompt_embeds").tensor().abs().sum().item<double>() == 0.0);  // force_zeros_for_empty_prompt
+}
+
+TEST_CASE("sd: bad input is a clear error before denoising", "[sd]") {
+  auto p = sd_pipeline();
+  ValueMap in = text2image(1, 2);
+  SECTION("height not a multiple of the VAE factor") {
+    in["height"] = Value(int64_t{63});
+    CHECK_THROWS_WITH(p->run(in), Contains("multiples of the VAE scale factor 2") && Contains("63"));
+  }
+  SECTION("strength 0 and above 1") {
+    in["image"] = Value(gradient_image(64, 64));
+    in["strength"] = Value(0.0);
+    CHECK_THROWS_AS(p->run(in), InputError);
+    in["strength"] = Value(1.5);
+    CHECK_THROWS_WITH(p->run(in), Contains("strength must be in (0, 1]"));
+  }
+  SECTION("mask without image") {
+    in["mask_image"] = Value(center_mask(64, 64));
+    CHECK_THROWS_WITH(p->run(in), Contains("image"));
+  }
+  SECTION("a model folder without the UNet") {
+    const fs::path broken = fs::temp_directory_path() / "tessera_sd_no_unet";
+    fs::remove_all(broken);
+    fs::create_directories(broken);
+    for (const char* sub : {"scheduler", "text_encoder", "tokenizer", "vae"})
+      fs::copy(kTinySD + "/" + sub, broken / sub, fs::copy_options::recursive);
+    fs::copy_file(kTinySD + "/model_index.json", broken / "model_index.json");
+    in["model"] = Value(broken.string());
+    int steps_run = 0;
+    RunOptions o;
+    o.step_callbacks.push_back([&](const StepInfo&) { return ++steps_run, true; });
+    CHECK_THROWS_WITH(p->run(in, o), Contains("unet") && Contains(broken.string()));
+    CHECK(steps_run == 0);
+    fs::remove_all(broken);
+  }
+  SECTION("an SDXL model under the SD recipe") {
+    in["model"] = Value(kTinySDXL);
+    CHECK_THROWS_WITH(p->run(in), Contains("SDXL") || Contains("text_time") || Contains("cross_attention"));
+  }
+}

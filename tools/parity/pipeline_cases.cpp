@@ -1,0 +1,171 @@
+// The "pipeline" cases (see the parity README: sd_txt2img_*, sd_img2img_*, sd_inpaint_*, sdxl_*).
+#include "tools/parity/pipeline_cases.h"
+
+#include <cstdlib>
+#include <filesystem>
+
+#include "blocks/register.h"
+#include "engine/pipeline.h"
+#include "engine/recipe.h"
+#include "engine/registry.h"
+#include "guiders/register.h"
+#include "models/register.h"
+#include "schedulers/register.h"
+#include "tools/parity/component_cases.h"
+
+namespace fs = std::filesystem;
+
+namespace tessera {
+
+namespace {
+
+/// A JSON config (scheduler_config, guider_config) as a Value map; nulls are left out (the default applies).
+Value json_to_value(const nlohmann::json& j) {
+  if (j.is_boolean()) return Value(j.get<bool>());
+  if (j.is_number_integer()) return Value(j.get<int64_t>());
+  if (j.is_number()) return Value(j.get<double>());
+  if (j.is_string()) return Value(j.get<std::string>());
+  if (j.is_array()) {
+    std::vector<double> v;
+    for (const auto& e : j) {
+      if (!e.is_number()) throw ValidationError("config list with a non-number element: " + j.dump());
+      v.push_back(e.get<double>());
+    }
+    return Value(v);
+  }
+  if (j.is_object()) {
+    ValueMap m;
+    for (auto it = j.begin(); it != j.end(); ++it)
+      if (!it.value().is_null()) m[it.key()] = json_to_value(it.value());
+    return Value(m);
+  }
+  return Value();
+}
+
+std::vector<int64_t> int_list(const nlohmann::json& j) {
+  std::vector<int64_t> v;
+  for (const auto& e : j) v.push_back(e.get<int64_t>());
+  return v;
+}
+
+const Registry& full_registry() {
+  static const Registry r = [] {
+    Registry x;
+    register_builtin_engine(x);
+    register_builtin_blocks(x);
+    register_builtin_schedulers(x);
+    register_builtin_guiders(x);
+    register_builtin_models(x);
+    return x;
+  }();
+  return r;
+}
+
+}  // namespace
+
+std::string find_recipes_dir(const std::string& start_dir) {
+  if (const char* env = std::getenv("TESSERA_RECIPES_DIR"); env && *env) return env;
+  for (fs::path start : {fs::absolute(start_dir), fs::current_path()})
+    for (fs::path p = start; !p.empty(); p = p.parent_path()) {
+      if (fs::exists(p / "recipes" / "sd" / "auto.yaml")) return (p / "recipes").string();
+      if (p == p.parent_path()) break;
+    }
+  throw InputError("cannot find Tessera's recipes/ folder above '" + start_dir + "' or the working directory", {}, {},
+                   "set TESSERA_RECIPES_DIR to the recipes folder of a Tessera checkout or install");
+}
+
+ParityResult run_pipeline_case(const ParityCase& c) {
+  const nlohmann::json& p = c.params;
+  const std::string model = p.value("model", std::string("tiny-sd"));
+  const bool sdxl = model.find("sdxl") != std::string::npos;
+  const std::string recipe_path =
+      (fs::path(find_recipes_dir(c.models_dir)) / (sdxl ? "sdxl" : "sd") / "auto.yaml").string();
+  Recipe recipe = load_recipe(recipe_path);
+
+  // Scheduler and guider as the case configures them (the recipe's defaults otherwise).
+  if (p.contains("scheduler_class")) {
+    // The recipe's `type: ${scheduler}` stays; the class comes in as the `scheduler` input (set below), and the
+    // case's full config replaces the model folder's scheduler_config.json.
+    RecipeComponent& sc = recipe.components.at("scheduler");
+    for (auto& input : recipe.inputs)
+      if (input.name == "scheduler") input.default_value = Value(p["scheduler_class"].get<std::string>());
+    sc.spec.from.clear();
+    sc.spec.subfolder.clear();
+    sc.spec.creation = Creation::FromConfig;
+    if (p.contains("scheduler_config")) sc.spec.config = json_to_value(p["scheduler_config"]);
+  }
+  if (p.contains("guider")) {
+    RecipeComponent g;
+    g.spec.name = "guider";
+    g.spec.type = p["guider"].get<std::string>();
+    g.spec.creation = Creation::FromConfig;
+    if (p.contains("guider_config")) g.spec.config = json_to_value(p["guider_config"]);
+    g.loc = SourceLoc{c.file};
+    recipe.components["guider"] = g;
+  }
+  // The same registry for every case: a Registry is not copyable, and cases only read it.
+  auto pipe = Pipeline::from_recipe(std::move(recipe), const_cast<Registry&>(full_registry()));
+  pipe->validate();
+
+  ValueMap in;
+  in["model"] = Value((fs::path(c.models_dir) / model).string());
+  auto set_if = [&](const char* key, const std::string& name) {
+    if (!p.contains(key) || p[key].is_null()) return;
+    const auto& v = p[key];
+    if (v.is_string()) in[name] = Value(v.get<std::string>());
+    else if (v.is_number_integer()) in[name] = Value(v.get<int64_t>());
+    else if (v.is_number()) in[name] = Value(v.get<double>());
+    else if (v.is_array()) in[name] = Value(int_list(v));
+  };
+  for (const char* k : {"prompt", "negative_prompt", "prompt_2", "negative_prompt_2", "num_inference_steps",
+                        "guidance_scale", "height", "width", "strength", "clip_skip", "num_images_per_prompt",
+                        "original_size", "crops_coords_top_left", "target_size"})
+    set_if(k, k);
+  if (p.contains("eta") && p["eta"].is_number()) in["eta"] = Value(p["eta"].get<double>());
+  if (p.contains("generator_seed")) in["seed"] = Value(p["generator_seed"].get<int64_t>());
+  in["output_type"] = Value(p.value("output_type", std::string("np")));
+  if (c.inputs.contains("latents")) in["latents"] = Value(required_parity_tensor(c, "latents"));
+  if (c.inputs.contains("init_image")) in["image"] = Value(ImageBatch{required_parity_tensor(c, "init_image")});
+  if (c.inputs.contains("mask_image")) in["mask_image"] = Value(ImageBatch{required_parity_tensor(c, "mask_image")});
+
+  std::vector<at::Tensor> steps;
+  RunOptions opts;
+  opts.step_callbacks.push_back([&](const StepInfo& info) {
+    if (info.loop_path == "denoise") steps.push_back(info.state->get("latents").tensor("latents").clone());
+    return true;
+  });
+  PipelineState out = pipe->run(in, opts);
+
+  ParityComparison cmp(c.tolerance);
+  auto state_tensor = [&](const std::string& name) -> at::Tensor {
+    const Value& v = out.get(name);
+    if (v.kind() == Kind::Image) return v.images(name).pixels;
+    return v.is_none() ? at::Tensor() : v.tensor(name);
+  };
+  for (auto it = c.expected.begin(); it != c.expected.end(); ++it) {
+    const std::string& name = it.key();
+    at::Tensor got;
+    if (name == "images") {
+      got = state_tensor("images");
+      if (got.defined()) got = got.permute({0, 2, 3, 1});  // [B, 3, H, W] → NHWC as diffusers' np output
+    } else if (name == "out_latents") {
+      got = state_tensor("latents");
+    } else if (name == "step_latents") {
+      if (!steps.empty()) got = at::stack(steps);  // [T, B, C, h, w]
+    } else if (name == "random_draws") {
+      continue;  // diagnostic only (where a port's draws diverge); the images and step latents cover the draws
+    } else {
+      got = state_tensor(name);
+    }
+    if (!got.defined()) {
+      cmp.fail("the pipeline produced no '" + name + "'");
+      continue;
+    }
+    cmp.compare(name, got, required_parity_tensor(c, name));
+  }
+  return cmp.result();
+}
+
+void register_pipeline_case_runner() { register_case_runner("pipeline", run_pipeline_case); }
+
+}  // namespace tessera

@@ -1,0 +1,19 @@
+#pragma once
+/// The "pipeline" case kind: a whole diffusers pipeline call (sd_*, sdxl_* cases) replayed through Tessera's
+/// recipe (recipes/sd/auto.yaml or recipes/sdxl/auto.yaml) with the case's model, scheduler class and config,
+/// guider, prompts, seed or latents, images and sizes as pipeline inputs. Compared: the images (NHWC), the final
+/// latents, the latents after every step (step callbacks), and the text embeddings the case records.
+#include <string>
+
+#include "tools/parity/parity.h"
+
+namespace tessera {
+
+/// Where the recipes are: the `TESSERA_RECIPES_DIR` environment variable, else the first `recipes/` folder with
+/// `sd/auto.yaml` found walking up from the manifest's folder, then from the working directory.
+std::string find_recipes_dir(const std::string& manifest_dir);
+
+ParityResult run_pipeline_case(const ParityCase& c);
+void register_pipeline_case_runner();
+
+}  // namespace tessera
