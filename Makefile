@@ -4,6 +4,7 @@ JOBS ?= 2
 BUILD_TYPE ?= Release
 TESSERA := $(BUILD_DIR)/tools/cli/tessera
 DEMO_OUT ?= out/demo.png
+DEMO_PROMPT ?= a photo of an astronaut riding a horse on mars
 
 .PHONY: all deps configure build test demo bench clean claude codex clean-ai
 
@@ -18,11 +19,11 @@ configure: deps
 build: configure
 	@cmake --build $(BUILD_DIR) -j$(JOBS)
 
-## The main job: run the demo recipe (the embedded default) and write a PNG.
+## The main job: Stable Diffusion text2image on the embedded default model (tiny-sd), writes a PNG.
 demo: configure
 	@cmake --build $(BUILD_DIR) -j$(JOBS) --target tessera
 	@mkdir -p $(dir $(DEMO_OUT))
-	@$(TESSERA) run recipes/demo/noise_to_image.yaml --out $(DEMO_OUT)
+	@$(TESSERA) run recipes/sd/auto.yaml --set prompt="$(DEMO_PROMPT)" --set seed=42 --out $(DEMO_OUT)
 
 ## Build everything and pass every test.
 test: build
