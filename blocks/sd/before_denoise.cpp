@@ -120,8 +120,14 @@ void SDPrepareLatentsStep::run(Components& c, BlockState& s) const {
   auto [h, w] = text2image_size(c, s, f);
   const int64_t batch = sd::total_batch(s);
   const std::vector<int64_t> shape{batch, vae->config.latent_channels, h / f, w / f};
-  at::Generator gen = sd::run_generator(s);
   at::Tensor latents;
+  if (s.has(sd::latents_in.name) && !s.has(sd::seed.name) && !s.has(sd::generator.name)) {
+    // Given latents and no seed: nothing to draw here; a stochastic scheduler then draws from its default
+    // generator, as diffusers does with generator=None.
+    s.set(sd::generator_out.name, Value());
+  } else {
+    sd::run_generator(s);
+  }
   if (s.has(sd::latents_in.name)) {
     latents = s.tensor(sd::latents_in.name);
     if (latents.sizes() != at::IntArrayRef(shape))
@@ -131,6 +137,7 @@ void SDPrepareLatentsStep::run(Components& c, BlockState& s) const {
                        {}, s.block_path());
     latents = latents.to(at::kFloat);
   } else {
+    at::Generator gen = s.get(sd::generator_out.name).generator(sd::generator_out.name);
     latents = sd::randn(shape, gen);
   }
   s.set(sd::latents_out.name, latents * scheduler->init_noise_sigma());
@@ -216,8 +223,8 @@ void SDInpaintPrepareLatentsStep::run(Components& c, BlockState& s) const {
   const bool blend = unet_channels == latent_channels;
   const bool strength_max = s.get_float(sd::strength.name) == 1.0;
 
-  at::Tensor init_image = preprocess_image(pixels, h, w);       // [b, 3, h, w] in [-1, 1]
-  at::Tensor mask_cond = preprocess_mask(mask_pixels, h, w);    // [b, 1, h, w], 1 = repaint
+  at::Tensor init_image = preprocess_image(pixels, h, w, "lanczos", f);       // [b, 3, h, w] in [-1, 1]
+  at::Tensor mask_cond = preprocess_mask(mask_pixels, h, w, "lanczos", f);    // [b, 1, h, w], 1 = repaint
   at::Tensor masked_image = init_image * (mask_cond < 0.5);     // repainted area blanked (0 = mid-gray)
   at::Generator gen = sd::run_generator(s);
 

@@ -178,7 +178,7 @@ void SDVaeEncodeStep::run(Components& c, BlockState& s) const {
                                      s.has(sd::width.name) ? std::optional<int64_t>(s.get_int("width")) : std::nullopt,
                                      f);
   sd::check_image_size(h, w, f, s.block_path());
-  at::Tensor image = preprocess_image(pixels, h, w);  // [B, 3, h, w] in [-1, 1]
+  at::Tensor image = preprocess_image(pixels, h, w, "lanczos", f);  // [B, 3, h, w] in [-1, 1]
   at::Generator gen = sd::run_generator(s);
   s.set(sd::image_latents_out.name, sd::encode_image(*vae, image, gen));
   s.set(sd::height_out.name, Value(h));

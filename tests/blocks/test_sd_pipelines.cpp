@@ -194,3 +194,40 @@ TEST_CASE("sd: bad input is a clear error before denoising", "[sd]") {
     CHECK_THROWS_WITH(p->run(in), Contains("SDXL") || Contains("text_time") || Contains("cross_attention"));
   }
 }
+
+TEST_CASE("sd image2image resizes an image whose size is not a multiple of the VAE factor", "[sd]") {
+  ValueMap in = text2image(4, 2);
+  in["image"] = Value(gradient_image(65, 67));  // rounded down to 64 × 66 (VAE factor 2), as diffusers does
+  in["strength"] = Value(1.0);
+  PipelineState s = sd_pipeline()->run(in);
+  CHECK(s.get("images").images().pixels.sizes() == at::IntArrayRef({1, 3, 64, 66}));
+  in["height"] = Value(int64_t{32});  // an explicit size wins: the image is resized to it
+  in["width"] = Value(int64_t{48});
+  CHECK(sd_pipeline()->run(in).get("images").images().pixels.sizes() == at::IntArrayRef({1, 3, 32, 48}));
+}
+
+TEST_CASE("sd num_images_per_prompt: copies of each prompt's embeddings, one latent each", "[sd]") {
+  ValueMap in = text2image(8, 2);
+  in["prompt"] = Value(std::vector<std::string>{"a red cube", "a blue sphere"});
+  in["num_images_per_prompt"] = Value(int64_t{2});
+  PipelineState s = sd_pipeline()->run(in);
+  at::Tensor pe = s.get("prompt_embeds").tensor();
+  REQUIRE(pe.size(0) == 4);
+  CHECK(at::equal(pe[0], pe[1]));  // prompt 0 twice, then prompt 1 twice
+  CHECK(at::equal(pe[2], pe[3]));
+  CHECK_FALSE(at::equal(pe[1], pe[2]));
+  at::Tensor images = s.get("images").images().pixels;
+  REQUIRE(images.size(0) == 4);
+  CHECK_FALSE(at::equal(images[0], images[1]));  // different noise per image
+}
+
+TEST_CASE("sdxl image2image and inpainting run", "[sd]") {
+  ValueMap in = text2image(9, 2);
+  in["image"] = Value(gradient_image(64, 64));
+  in["strength"] = Value(1.0);
+  CHECK(sd_pipeline("sdxl")->run(in).get("images").images().pixels.sizes() == at::IntArrayRef({1, 3, 64, 64}));
+  in["mask_image"] = Value(center_mask(64, 64));
+  PipelineState s = sd_pipeline("sdxl")->run(in);
+  CHECK(s.get("images").images().pixels.sizes() == at::IntArrayRef({1, 3, 64, 64}));
+  CHECK(s.get("mask").tensor().sizes() == at::IntArrayRef({1, 1, 32, 32}));
+}
