@@ -5,7 +5,9 @@
 #include <ATen/core/grad_mode.h>
 #include <c10/core/InferenceMode.h>
 
+#include <algorithm>
 #include <filesystem>
+#include <set>
 #include <fstream>
 #include <sstream>
 
@@ -349,8 +351,29 @@ PipelineState Pipeline::run(const ValueMap& inputs, const RunOptions& options) {
                      "give them with" + sets);
   }
 
-  // Components: resolve paths against this run's inputs; from_config ones are created now.
-  for (auto& spec : resolved_components(inputs)) components_->add_spec(spec);
+  // Components: resolve paths against this run's inputs; from_config ones are created now. The folders of the
+  // pretrained components this run's plan uses must exist: a model folder without the UNet fails here, naming
+  // both, before any block runs (the weights themselves still load lazily).
+  std::vector<ComponentSpec> specs = resolved_components(inputs);
+  if (options.resume_after.empty()) {
+    std::set<std::string> present;
+    for (const auto& n : state.names())
+      if (state.has(n)) present.insert(n);
+    const Plan plan = plan_for_inputs(present);
+    for (const auto& spec : specs) {
+      if (spec.creation != Creation::FromPretrained || spec.from.empty()) continue;
+      if (std::find(plan.components.begin(), plan.components.end(), spec.name) == plan.components.end()) continue;
+      const fs::path dir = spec.subfolder.empty() ? fs::path(spec.from) : fs::path(spec.from) / spec.subfolder;
+      if (!fs::exists(dir))
+        throw ModelLoadError("component '" + spec.name + "' (" + spec.type + "): '" + dir.string() +
+                                 "' does not exist",
+                             {recipe_.file}, {},
+                             fs::is_directory(spec.from) ? "the model folder '" + spec.from + "' has no '" +
+                                                               spec.subfolder + "/' (is it a different kind of model?)"
+                                                         : "check the model path");
+    }
+  }
+  for (auto& spec : specs) components_->add_spec(spec);
   for (const auto& c : root_->expected_configs()) {
     auto it = recipe_.configs.find(c.name);
     components_->set_config(c.name, it != recipe_.configs.end() ? it->second.value.coerced(c.default_value.kind(), c.name)

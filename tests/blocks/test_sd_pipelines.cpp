@@ -185,7 +185,8 @@ TEST_CASE("sd: bad input is a clear error before denoising", "[sd]") {
     int steps_run = 0;
     RunOptions o;
     o.step_callbacks.push_back([&](const StepInfo&) { return ++steps_run, true; });
-    CHECK_THROWS_WITH(p->run(in, o), Contains("unet") && Contains(broken.string()));
+    CHECK_THROWS_WITH(p->run(in, o), Contains("component 'unet'") && Contains(broken.string()));
+    CHECK_THROWS_AS(p->run(in, o), ModelLoadError);
     CHECK(steps_run == 0);
     fs::remove_all(broken);
   }

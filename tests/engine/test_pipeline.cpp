@@ -1,6 +1,8 @@
 // Pipelines from recipes: static validation (before any weight loads), plans per workflow, runs.
 #include <catch2/catch.hpp>
 
+#include <filesystem>
+
 #include "engine/pipeline.h"
 #include "tests/support/test_blocks.h"
 
@@ -196,12 +198,19 @@ blocks:
     }
   CHECK(found);
   int loads = test::TestWeights::loads;
-  auto st = p->run({});
+  auto st = p->run({});  // the weights' folder need not exist: the branch that needs them does not run
   CHECK(st.get("scaled").to_float() == 10.0);
   CHECK(test::TestWeights::loads == loads);  // the branch that needs it did not run
   CHECK_FALSE(p->components().is_loaded("weights"));
+  // A pretrained component the plan needs must have its folder before anything runs.
+  std::filesystem::remove_all("models/x");
+  CHECK_THROWS_WITH(p->run({{"use_weights", Value(true)}}),
+                    Contains("component 'weights' (TestWeights): 'models/x/w' does not exist"));
+  CHECK(test::TestWeights::loads == loads);
+  std::filesystem::create_directories("models/x/w");
   p->run({{"use_weights", Value(true)}});
   CHECK(test::TestWeights::loads == loads + 1);
+  std::filesystem::remove_all("models");
   CHECK(p->components().spec("weights").from == "models/x");  // recipe-relative, recipe in the working dir
 }
 
