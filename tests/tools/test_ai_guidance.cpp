@@ -250,7 +250,7 @@ class GuidanceChecker {
     for (const auto& span : m.spans) {
       if (check_command_line(span, report)) continue;
       if (span.rfind("--", 0) == 0) {  // a flag on its own: `--checkpoint NAME:save|stop|load`
-        const std::string flag = span.substr(0, span.find_first_of(" =")), base = flag;
+        const std::string flag = span.substr(0, span.find_first_of(" ="));
         bool known = r_.global.options.count(flag) > 0;
         for (const auto& [name, page] : r_.sub) known = known || page.options.count(flag) > 0;
         if (!known && !m.defined.empty() && m.defined.find(flag) != std::string::npos) known = true;
