@@ -1,6 +1,7 @@
 #include "engine/pipeline.h"
 
 #include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
 
 #include <ATen/core/grad_mode.h>
 #include <c10/core/InferenceMode.h>
@@ -258,6 +259,45 @@ std::string model_index_class(const ComponentSpec& spec, const SourceLoc& loc) {
   return j[key][1].get<std::string>();
 }
 
+/// For each top-level block of the plan, the pretrained components whose last use is inside it.
+std::map<std::string, std::vector<std::string>> last_uses(const Block& root, const Plan& plan,
+                                                          const std::vector<ComponentSpec>& specs) {
+  std::map<std::string, const Block*> by_path;
+  walk_blocks(root, [&](const std::string& path, const Block& b, const std::vector<const Block*>&) {
+    by_path[path] = &b;
+  });
+  std::map<std::string, std::string> last;  // component → top-level block path
+  for (const auto& e : plan.blocks) {
+    auto it = by_path.find(e.path);
+    if (it == by_path.end()) continue;
+    for (const auto& c : it->second->expected_components()) last[c.name] = e.path.substr(0, e.path.find('.'));
+  }
+  std::map<std::string, std::vector<std::string>> out;
+  for (const auto& spec : specs)
+    if (spec.creation == Creation::FromPretrained && last.count(spec.name)) out[last[spec.name]].push_back(spec.name);
+  return out;
+}
+
+/// Unloads components after the block where they are used for the last time (RunOptions).
+class ReleaseObserver final : public ExecObserver {
+ public:
+  ReleaseObserver(Components& components, std::map<std::string, std::vector<std::string>> release_after)
+      : components_(components), release_after_(std::move(release_after)) {}
+  void on_block_end(const std::string& path, const Block&, PipelineState&) override {
+    auto it = release_after_.find(path);
+    if (it == release_after_.end()) return;
+    for (const auto& name : it->second)
+      if (components_.is_loaded(name)) {
+        spdlog::debug("{}: last use of component '{}' done, unloading it", path, name);
+        components_.unload(name);
+      }
+  }
+
+ private:
+  Components& components_;
+  std::map<std::string, std::vector<std::string>> release_after_;
+};
+
 }  // namespace
 
 std::vector<ComponentSpec> Pipeline::resolved_components(const ValueMap& inputs) const {
@@ -355,11 +395,13 @@ PipelineState Pipeline::run(const ValueMap& inputs, const RunOptions& options) {
   // pretrained components this run's plan uses must exist: a model folder without the UNet fails here, naming
   // both, before any block runs (the weights themselves still load lazily).
   std::vector<ComponentSpec> specs = resolved_components(inputs);
+  std::map<std::string, std::vector<std::string>> release_after;  // top-level block path → components
   if (options.resume_after.empty()) {
     std::set<std::string> present;
     for (const auto& n : state.names())
       if (state.has(n)) present.insert(n);
     const Plan plan = plan_for_inputs(present);
+    if (options.release_components_after_last_use) release_after = last_uses(*root_, plan, specs);
     for (const auto& spec : specs) {
       if (spec.creation != Creation::FromPretrained || spec.from.empty()) continue;
       if (std::find(plan.components.begin(), plan.components.end(), spec.name) == plan.components.end()) continue;
@@ -384,6 +426,8 @@ PipelineState Pipeline::run(const ValueMap& inputs, const RunOptions& options) {
   ExecContext ctx;
   ctx.components = components_.get();
   ctx.observers = options.observers;
+  ReleaseObserver releaser(*components_, std::move(release_after));
+  ctx.observers.push_back(&releaser);
   ctx.step_callbacks = options.step_callbacks;
   ctx.resume_after = options.resume_after;
   ctx.on_resume = options.on_resume;

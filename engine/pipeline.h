@@ -43,6 +43,10 @@ struct RunOptions {
   /// Resume right after this block path with `on_resume` injecting the state (checkpoint load).
   std::string resume_after;
   std::function<void(PipelineState&)> on_resume;
+  /// Unload each pretrained component once the last top-level block that uses it has finished (the text
+  /// encoders before denoising, the UNet before decoding), so their memory is free for what follows. Off by
+  /// default (a pipeline run again would reload them); `tessera run` turns it on.
+  bool release_components_after_last_use = false;
 };
 
 class Pipeline {

@@ -232,3 +232,24 @@ TEST_CASE("sdxl image2image and inpainting run", "[sd]") {
   CHECK(s.get("images").images().pixels.sizes() == at::IntArrayRef({1, 3, 64, 64}));
   CHECK(s.get("mask").tensor().sizes() == at::IntArrayRef({1, 1, 32, 32}));
 }
+
+TEST_CASE("release_components_after_last_use unloads each model after its last block", "[sd]") {
+  auto p = sd_pipeline();
+  std::vector<std::string> loaded_at_step;
+  RunOptions o;
+  o.release_components_after_last_use = true;
+  o.step_callbacks.push_back([&](const StepInfo&) {
+    loaded_at_step.clear();
+    for (const char* c : {"tokenizer", "text_encoder", "unet", "vae"})
+      if (p->components().is_loaded(c)) loaded_at_step.push_back(c);
+    return true;
+  });
+  at::Tensor released = p->run(text2image(21, 2), o).get("images").images().pixels;
+  // During denoising the text encoder is already gone; after the run nothing is left loaded.
+  CHECK(loaded_at_step == std::vector<std::string>{"unet", "vae"});
+  for (const char* c : {"tokenizer", "text_encoder", "unet", "vae"}) CHECK_FALSE(p->components().is_loaded(c));
+  // Same result as a run that keeps everything loaded (which is the default).
+  at::Tensor kept = p->run(text2image(21, 2)).get("images").images().pixels;
+  CHECK(at::equal(released, kept));
+  CHECK(p->components().is_loaded("text_encoder"));
+}

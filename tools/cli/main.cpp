@@ -52,8 +52,14 @@ struct Session {
     };
     return o;
   }
-  std::unique_ptr<Pipeline> pipeline(const std::string& recipe_path) {
-    auto p = Pipeline::from_recipe(load_recipe(recipe_path), registry, build_options());
+  /// `dtype` ("" = as the recipe says): the compute dtype of every model component (--dtype).
+  std::unique_ptr<Pipeline> pipeline(const std::string& recipe_path, const std::string& dtype = {}) {
+    BuildOptions options = build_options();
+    if (!dtype.empty()) {
+      options.manager = std::make_shared<ComponentsManager>();
+      options.manager->set_dtype_override(dtype);
+    }
+    auto p = Pipeline::from_recipe(load_recipe(recipe_path), registry, options);
     p->validate();
     return p;
   }
@@ -110,12 +116,13 @@ struct RunArgs {
   std::string out = "output.png";
   std::string trace;
   std::vector<std::string> checkpoints;
+  std::string dtype;
 };
 
 int cmd_run(const Globals& g, const RunArgs& a) {
   auto t0 = std::chrono::steady_clock::now();
   Session session(g);
-  auto pipe = session.pipeline(a.recipe);
+  auto pipe = session.pipeline(a.recipe, a.dtype);
 
   ValueMap inputs;
   for (const auto& kv : a.sets) {
@@ -302,6 +309,11 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   run_cmd->add_option("--trace", run.trace, "Write per-block timings as a Chrome trace JSON file");
   run_cmd->add_option("--checkpoint", run.checkpoints, "NAME:save|stop|load[=FILE] at the boundary after block NAME (repeatable)");
+  run_cmd->add_option("--dtype", run.dtype,
+                      "Compute dtype of every model component (UNet, VAE, text encoders), overriding the recipe's "
+                      "`dtype:`: bf16 (bfloat16 weights and activations; norms and softmax stay float32; fast on CPUs "
+                      "with AVX512-BF16/AMX) or fp32")
+      ->check(CLI::IsMember({"bf16", "bfloat16", "fp32", "float32"}));
 
   std::vector<std::string> validate_files;
   auto* validate_cmd = app.add_subcommand("validate", "Statically validate recipes (no weights are read)");
@@ -339,6 +351,8 @@ int main(int argc, char** argv) {
 
   spdlog::set_level(g.quiet ? spdlog::level::warn : g.verbose ? spdlog::level::debug : spdlog::level::info);
   spdlog::set_pattern("[%l] %v");
+  const BlasSelection blas = select_blas_core();  // float32 matmul at the CPU's speed (see engine/runtime.h)
+  spdlog::debug("BLAS: {}", blas.reason);
   configure_threads(g.threads);
 
   try {
