@@ -17,6 +17,17 @@ ComponentPtr ComponentsManager::get_or_create(const std::string& key, const std:
   return it->second;
 }
 
+void ComponentsManager::set_dtype_override(const std::string& dtype) {
+  if (dtype.empty()) {
+    dtype_override_.clear();
+    return;
+  }
+  std::string problem;
+  std::string canonical = canonical_dtype(dtype, &problem);
+  if (canonical.empty()) throw InputError(problem);
+  dtype_override_ = canonical;
+}
+
 bool ComponentsManager::is_loaded(const std::string& key) const {
   std::lock_guard<std::mutex> lock(mu_);
   return loaded_.count(key) > 0;
@@ -73,8 +84,17 @@ std::string Components::key_of(const ComponentSpec& spec) const {
   if (spec.creation == Creation::FromConfig)
     // from_config components are per pipeline and per name: their config may differ.
     return "config:" + spec.type + ":" + spec.name + ":" + std::to_string(reinterpret_cast<uintptr_t>(this)) + ":" +
-           spec.config.repr();
+           spec.config.repr() + ":" + canonical_dtype(spec.dtype);
   return "pretrained:" + spec.type + ":" + spec.load_id();
+}
+
+ComponentSpec Components::effective_spec(const ComponentSpec& spec) const {
+  ComponentSpec s = spec;
+  if (!manager_->dtype_override().empty()) {
+    const ComponentTypeInfo* info = registry_.find_component_type(spec.type);
+    if (info && info->category == ComponentCategory::Model) s.dtype = manager_->dtype_override();
+  }
+  return s;
 }
 
 void Components::create_from_config_components() {
@@ -83,13 +103,13 @@ void Components::create_from_config_components() {
 }
 
 ComponentPtr Components::get(const std::string& name) {
-  const ComponentSpec& s = spec(name);
+  const ComponentSpec s = effective_spec(spec(name));
   return manager_->get_or_create(key_of(s), [&] { return registry_.create_component(s); });
 }
 
 bool Components::is_loaded(const std::string& name) const {
   auto it = specs_.find(name);
-  return it != specs_.end() && manager_->is_loaded(key_of(it->second));
+  return it != specs_.end() && manager_->is_loaded(key_of(effective_spec(it->second)));
 }
 
 const Value& Components::config(const std::string& name) const {
@@ -103,6 +123,6 @@ const Value& Components::config(const std::string& name) const {
   return it->second;
 }
 
-void Components::unload(const std::string& name) { manager_->unload(key_of(spec(name))); }
+void Components::unload(const std::string& name) { manager_->unload(key_of(effective_spec(spec(name)))); }
 
 }  // namespace tessera

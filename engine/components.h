@@ -26,9 +26,14 @@ class Component {
 };
 using ComponentPtr = std::shared_ptr<Component>;
 
-/// Owns loaded components and shares them between pipelines by load id (type + path|subfolder|variant).
+/// Owns loaded components and shares them between pipelines by load id (type + path|subfolder|variant|dtype).
 class ComponentsManager {
  public:
+  /// A dtype ("fp32" or "bf16", canonical_dtype names; "" = none) that replaces the `dtype` of every Model-category
+  /// component created through this manager from now on (`tessera run --dtype`). InputError for an unknown name.
+  void set_dtype_override(const std::string& dtype);
+  const std::string& dtype_override() const { return dtype_override_; }
+
   /// Returns the component for `key`, creating it with `make` if absent.
   ComponentPtr get_or_create(const std::string& key, const std::function<ComponentPtr()>& make);
   bool is_loaded(const std::string& key) const;
@@ -41,6 +46,7 @@ class ComponentsManager {
 
  private:
   mutable std::mutex mu_;
+  std::string dtype_override_;
   std::map<std::string, ComponentPtr> loaded_;
   size_t creations_ = 0;
 };
@@ -80,6 +86,8 @@ class Components {
 
  private:
   std::string key_of(const ComponentSpec& spec) const;
+  /// The spec as created: the manager's dtype override applied to Model-category components.
+  ComponentSpec effective_spec(const ComponentSpec& spec) const;
   const Registry& registry_;
   std::shared_ptr<ComponentsManager> manager_;
   std::map<std::string, ComponentSpec> specs_;

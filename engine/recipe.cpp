@@ -460,7 +460,7 @@ Recipe parse_document(const std::string& text_in, const std::string& file, LoadC
       std::string name = r.key(kv.first, "components");
       check_name(r, kv.first, name, "component name");
       const YAML::Node& c = kv.second;
-      r.check_keys(c, {"type", "from", "subfolder", "variant", "config", "creation", "description"},
+      r.check_keys(c, {"type", "from", "subfolder", "variant", "dtype", "config", "creation", "description"},
                    "component '" + name + "'");
       RecipeComponent rc;
       rc.loc = r.loc(kv.first);
@@ -471,6 +471,13 @@ Recipe parse_document(const std::string& text_in, const std::string& file, LoadC
       if (c["from"]) rc.spec.from = r.scalar(c["from"], "from");
       if (c["subfolder"]) rc.spec.subfolder = r.scalar(c["subfolder"], "subfolder");
       if (c["variant"]) rc.spec.variant = r.scalar(c["variant"], "variant");
+      if (c["dtype"]) {
+        const std::string d = r.scalar(c["dtype"], "dtype");
+        std::string problem;
+        rc.spec.dtype = canonical_dtype(d, &problem);
+        if (rc.spec.dtype.empty())
+          r.fail(c["dtype"], "component '" + name + "': " + problem, "write dtype: bf16 or dtype: fp32 (or leave it out for float32)");
+      }
       if (c["description"]) rc.spec.description = r.scalar(c["description"], "description");
       if (c["config"]) rc.spec.config = r.value(c["config"], Kind::Map, "config");
       rc.spec.creation = rc.spec.from.empty() ? Creation::FromConfig : Creation::FromPretrained;

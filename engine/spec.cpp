@@ -94,7 +94,24 @@ std::vector<std::string> output_template_names() { return keys(output_templates(
 
 const char* creation_name(Creation c) { return c == Creation::FromPretrained ? "from_pretrained" : "from_config"; }
 
-std::string ComponentSpec::load_id() const { return from + "|" + subfolder + "|" + variant; }
+std::string ComponentSpec::load_id() const {
+  const std::string d = canonical_dtype(dtype);
+  return from + "|" + subfolder + "|" + variant + "|" + (d.empty() ? dtype : d);
+}
+
+std::string canonical_dtype(const std::string& name, std::string* problem) {
+  if (name.empty() || name == "fp32" || name == "float32") return "fp32";
+  if (name == "bf16" || name == "bfloat16") return "bf16";
+  if (problem) {
+    if (name == "fp16" || name == "float16" || name == "half")
+      *problem = "dtype '" + name +
+                 "' is not supported on the CPU: LibTorch 1.13 has no half-precision CPU convolutions; use bf16 "
+                 "(same speed-up on CPUs with AVX512-BF16/AMX, float32's exponent range) or fp32";
+    else
+      *problem = "unknown dtype '" + name + "' (one of fp32, float32, bf16, bfloat16)";
+  }
+  return "";
+}
 
 const char* block_kind_name(BlockKind k) {
   switch (k) {

@@ -44,8 +44,10 @@ void check_inputs(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v)
 
 at::Tensor math_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask,
                           double scale) {
-  // Scores and softmax in float32 (diffusers' upcast), probabilities back in the value's dtype.
-  at::Tensor scores = at::matmul(q.to(at::kFloat), k.to(at::kFloat).transpose(-2, -1)) * scale;  // [B, h, Lq, Lk]
+  // Q K^T in the inputs' dtype (bfloat16 runs on oneDNN's bf16 GEMM, accumulating in float32; callers that want
+  // float32 scores, e.g. upcast_attention, pass float32 q/k), then scale, mask and softmax in float32 (diffusers'
+  // upcast_softmax), probabilities back in the value's dtype.
+  at::Tensor scores = at::matmul(q, k.to(q.scalar_type()).transpose(-2, -1)).to(at::kFloat) * scale;  // [B, h, Lq, Lk]
   if (mask.defined()) scores = scores + additive_mask(mask, at::kFloat);
   at::Tensor probs = at::softmax(scores, -1).to(v.scalar_type());
   return at::matmul(probs, v).to(q.scalar_type());  // [B, h, Lq, Dv]
@@ -70,6 +72,10 @@ at::Tensor chunked_attention(const at::Tensor& q, const at::Tensor& k, const at:
 at::Tensor sdpa_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask,
                           double scale) {
 #if TESSERA_HAS_SDPA
+#if TESSERA_HAS_SDPA == 1
+  // 1.13's CPU kernel is the math composite with the softmax in the inputs' dtype: keep it float32 for reduced ones.
+  if (q.scalar_type() != at::kFloat && q.scalar_type() != at::kDouble) return math_attention(q, k, v, mask, scale);
+#endif
   // The kernels use 1/sqrt(D); another scale is folded into the query.
   const double default_scale = 1.0 / std::sqrt(static_cast<double>(q.size(-1)));
   at::Tensor query = std::abs(scale - default_scale) > 1e-12 * default_scale ? q * (scale / default_scale) : q;

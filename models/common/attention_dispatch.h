@@ -15,7 +15,7 @@ namespace tessera {
 /// How attention is computed. All give the same result up to float rounding.
 enum class AttentionBackend {
   Auto,     ///< the process-wide default (set_default_attention_backend)
-  Math,     ///< softmax(Q K^T * scale + mask) V, with the softmax in float32 (diffusers' AttnProcessor, upcast)
+  Math,     ///< softmax(Q K^T * scale + mask) V; Q K^T in the inputs' dtype, scale/mask/softmax in float32 (diffusers' upcast_softmax)
   Sdpa,     ///< LibTorch's fused scaled-dot-product attention (falls back to Math, logged once, when absent)
   Chunked,  ///< Math over chunks of query rows: memory O(chunk * Lk) instead of O(Lq * Lk)
 };

@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 
 #include "engine/error.h"
+#include "models/common/precision.h"
 
 namespace tessera {
 
@@ -46,7 +47,7 @@ ResnetBlock2DImpl::ResnetBlock2DImpl(ResnetBlock2DOptions options_) : options(st
 
 at::Tensor ResnetBlock2DImpl::forward(const at::Tensor& input_tensor, const at::Tensor& temb) {
   const std::string& act = options.non_linearity();
-  at::Tensor hidden_states = norm1(input_tensor);
+  at::Tensor hidden_states = group_norm_fp32(*norm1, input_tensor);
   hidden_states = apply_activation(act, hidden_states);
   hidden_states = conv1(hidden_states);
 
@@ -57,10 +58,10 @@ at::Tensor ResnetBlock2DImpl::forward(const at::Tensor& input_tensor, const at::
   }
   if (options.time_embedding_norm() == "default") {
     if (emb.defined()) hidden_states = hidden_states + emb;
-    hidden_states = norm2(hidden_states);
+    hidden_states = group_norm_fp32(*norm2, hidden_states);
   } else {  // scale_shift
     if (!emb.defined()) throw ExecutionError("ResnetBlock2D (scale_shift) needs a time embedding");
-    hidden_states = norm2(hidden_states);
+    hidden_states = group_norm_fp32(*norm2, hidden_states);
     auto scale_shift = emb.chunk(2, 1);
     hidden_states = hidden_states * (1 + scale_shift[0]) + scale_shift[1];
   }

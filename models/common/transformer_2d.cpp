@@ -6,6 +6,7 @@
 
 #include "engine/error.h"
 #include "guiders/smoothed_energy_guidance.h"
+#include "models/common/precision.h"
 
 namespace tessera {
 
@@ -171,18 +172,18 @@ BasicTransformerBlockImpl::BasicTransformerBlockImpl(BasicTransformerBlockOption
 at::Tensor BasicTransformerBlockImpl::forward(const at::Tensor& hidden_states_in,
                                               const at::Tensor& encoder_hidden_states, const HookSite& hooks) {
   at::Tensor hidden_states = hidden_states_in;  // [B, N, dim]
-  at::Tensor norm_hidden_states = norm1(hidden_states);
+  at::Tensor norm_hidden_states = layer_norm_fp32(*norm1, hidden_states);
   at::Tensor attn_output =
       attn1->forward(norm_hidden_states, options.only_cross_attention() ? encoder_hidden_states : at::Tensor(), {}, hooks);
   hidden_states = attn_output + hidden_states;
 
   if (attn2) {
-    norm_hidden_states = norm2(hidden_states);
+    norm_hidden_states = layer_norm_fp32(*norm2, hidden_states);
     attn_output = attn2->forward(norm_hidden_states, options.double_self_attention() ? at::Tensor() : encoder_hidden_states);
     hidden_states = attn_output + hidden_states;
   }
 
-  norm_hidden_states = norm3(hidden_states);
+  norm_hidden_states = layer_norm_fp32(*norm3, hidden_states);
   at::Tensor ff_output = ff(norm_hidden_states);
   for (const LayerHook* h : hooks.select(LayerHookKind::SkipFeedForward))
     ff_output = replace_hook_rows(ff_output, *h, [&](int64_t b, int64_t e) {
@@ -230,7 +231,7 @@ at::Tensor Transformer2DModelImpl::forward(const at::Tensor& hidden_states_in, c
                                            const std::vector<LayerHook>* hooks) {
   const int64_t batch = hidden_states_in.size(0), height = hidden_states_in.size(2), width = hidden_states_in.size(3);
   const at::Tensor& residual = hidden_states_in;
-  at::Tensor hidden_states = norm(hidden_states_in);
+  at::Tensor hidden_states = group_norm_fp32(*norm, hidden_states_in);
   int64_t inner_dim = 0;
   if (proj_in_conv) {
     hidden_states = proj_in_conv(hidden_states);  // [B, inner, H, W]

@@ -1,15 +1,25 @@
 #pragma once
 /// The component factory every diffusers model class shares: from_config builds the module from the
 /// spec's config overrides (random weights, for tests); from_pretrained reads `config.json` from
-/// from/subfolder, applies the overrides and loads the weights strictly.
+/// from/subfolder, applies the overrides and loads the weights strictly. Parameters are in the spec's dtype
+/// (model_dtype: float32 by default, bfloat16 with `dtype: bf16`), adjusted per model class by
+/// model_compute_dtype (e.g. AutoencoderKL's force_upcast).
 #include <memory>
 
 #include "engine/components.h"
+#include "models/common/precision.h"
 #include "models/loading/config_reader.h"
 #include "models/loading/diffusers_folder.h"
 #include "models/loading/state_dict.h"
 
 namespace tessera {
+
+/// The dtype a model of config type `Config` computes in when `requested` is asked for; the requested one unless
+/// a model class says otherwise with a non-template overload for its config type (found by ADL).
+template <typename Config>
+at::ScalarType model_compute_dtype(const Config& /*config*/, at::ScalarType requested) {
+  return requested;
+}
 
 /// `Impl` is a torch::nn::Module + Component constructible from `Config`; `Config::from_config(ModelConfig&)`.
 template <typename Impl, typename Config>
@@ -17,14 +27,21 @@ ComponentPtr create_diffusers_model(const ComponentSpec& spec, const std::string
   if (spec.creation == Creation::FromConfig) {
     ModelConfig cfg(nlohmann::json::object(), "component '" + spec.name + "' config");
     cfg.apply_overrides(spec.config);
-    auto model = std::make_shared<Impl>(Config::from_config(cfg));
+    Config config = Config::from_config(cfg);
+    const at::ScalarType dtype = model_compute_dtype(config, model_dtype(spec));
+    auto model = std::make_shared<Impl>(std::move(config));
+    if (dtype != at::kFloat) model->to(dtype);
     model->eval();
     return model;
   }
+  const at::ScalarType requested = model_dtype(spec);
   ModelConfig cfg = ModelConfig::from_folder(spec.from, spec.subfolder);
   cfg.apply_overrides(spec.config);
-  auto model = std::make_shared<Impl>(Config::from_config(cfg));
-  load_state_dict(*model, resolve_weight_files(component_dir(spec.from, spec.subfolder), weights_name, spec.variant));
+  Config config = Config::from_config(cfg);
+  const at::ScalarType dtype = model_compute_dtype(config, requested);
+  auto model = std::make_shared<Impl>(std::move(config));
+  load_state_dict(*model, resolve_weight_files(component_dir(spec.from, spec.subfolder), weights_name, spec.variant),
+                  dtype);
   model->eval();
   return model;
 }

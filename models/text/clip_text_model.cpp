@@ -9,6 +9,7 @@
 #include "engine/registry.h"
 #include "engine/value.h"
 #include "models/common/attention_dispatch.h"
+#include "models/common/precision.h"
 #include "models/loading/config_reader.h"
 #include "models/loading/diffusers_folder.h"
 #include "models/loading/state_dict.h"
@@ -122,11 +123,11 @@ CLIPEncoderLayerImpl::CLIPEncoderLayerImpl(const CLIPTextConfig& config)
 
 at::Tensor CLIPEncoderLayerImpl::forward(const at::Tensor& hidden_states, const at::Tensor& attention_mask) {
   at::Tensor residual = hidden_states;
-  at::Tensor h = layer_norm1(hidden_states);
+  at::Tensor h = layer_norm_fp32(*layer_norm1, hidden_states);
   h = self_attn(h, attention_mask);
   h = residual + h;
   residual = h;
-  h = layer_norm2(h);
+  h = layer_norm_fp32(*layer_norm2, h);
   h = mlp(h);
   return residual + h;
 }
@@ -188,7 +189,7 @@ CLIPTextModelOutput CLIPTextTransformerImpl::forward(const at::Tensor& input_ids
 
   CLIPTextModelOutput out;
   at::Tensor encoded = encoder(hidden_states, mask, output_hidden_states ? &out.hidden_states : nullptr);
-  out.last_hidden_state = final_layer_norm(encoded);  // [B, S, H]
+  out.last_hidden_state = layer_norm_fp32(*final_layer_norm, encoded);  // [B, S, H]
 
   at::Tensor eos_index;  // [B]
   if (config.eos_token_id() == 2) {
@@ -207,9 +208,20 @@ CLIPTextModelOutput CLIPTextTransformerImpl::forward(const at::Tensor& input_ids
 CLIPTextModelImpl::CLIPTextModelImpl(const CLIPTextConfig& config)
     : text_model(register_module("text_model", CLIPTextTransformer(config))) {}
 
+namespace {
+/// Every tensor of `out` in float32 (the models' output convention, models/common/precision.h).
+CLIPTextModelOutput outputs_to_float32(CLIPTextModelOutput out) {
+  out.last_hidden_state = to_float32(out.last_hidden_state);
+  out.pooler_output = to_float32(out.pooler_output);
+  out.text_embeds = to_float32(out.text_embeds);
+  for (auto& h : out.hidden_states) h = to_float32(h);
+  return out;
+}
+}  // namespace
+
 CLIPTextModelOutput CLIPTextModelImpl::forward(const at::Tensor& input_ids, const at::Tensor& attention_mask,
                                                bool output_hidden_states) {
-  return text_model(input_ids, attention_mask, output_hidden_states);
+  return outputs_to_float32(text_model(input_ids, attention_mask, output_hidden_states));
 }
 
 size_t CLIPTextModelImpl::nbytes() const { return module_nbytes(*this); }
@@ -225,7 +237,7 @@ CLIPTextModelOutput CLIPTextModelWithProjectionImpl::forward(const at::Tensor& i
                                                              bool output_hidden_states) {
   CLIPTextModelOutput out = text_model(input_ids, attention_mask, output_hidden_states);
   out.text_embeds = text_projection(out.pooler_output);  // [B, projection_dim]
-  return out;
+  return outputs_to_float32(std::move(out));
 }
 
 size_t CLIPTextModelWithProjectionImpl::nbytes() const { return module_nbytes(*this); }
@@ -254,11 +266,13 @@ std::shared_ptr<Impl> load_text_model(const std::string& folder, const std::stri
 
 template <typename Impl>
 ComponentPtr create_text_model(const ComponentSpec& spec) {
-  if (!spec.from.empty()) return load_text_model<Impl>(spec.from, spec.subfolder, spec.variant, at::kFloat, spec.config);
+  const at::ScalarType dtype = model_dtype(spec);
+  if (!spec.from.empty()) return load_text_model<Impl>(spec.from, spec.subfolder, spec.variant, dtype, spec.config);
   ModelConfig config(nlohmann::json::object(), "component '" + spec.name + "' config");
   config.apply_overrides(spec.config);
   auto model = std::make_shared<Impl>(CLIPTextConfig::from_config(config));
   config.finish();
+  if (dtype != at::kFloat) model->to(dtype);
   model->eval();
   return model;
 }

@@ -134,6 +134,7 @@ TORCH_MODULE(CLIPTextTransformer);
 class CLIPTextModelImpl : public torch::nn::Module, public Component {
  public:
   explicit CLIPTextModelImpl(const CLIPTextConfig& config);
+  /// Computes in the parameters' dtype (float32, or bfloat16 for `dtype: bf16`); every output is float32.
   CLIPTextModelOutput forward(const at::Tensor& input_ids, const at::Tensor& attention_mask = {},
                               bool output_hidden_states = false);
   std::string type() const override { return "CLIPTextModel"; }
@@ -148,6 +149,7 @@ TORCH_MODULE(CLIPTextModel);
 class CLIPTextModelWithProjectionImpl : public torch::nn::Module, public Component {
  public:
   explicit CLIPTextModelWithProjectionImpl(const CLIPTextConfig& config);
+  /// Computes in the parameters' dtype; every output is float32 (as CLIPTextModelImpl).
   CLIPTextModelOutput forward(const at::Tensor& input_ids, const at::Tensor& attention_mask = {},
                               bool output_hidden_states = false);
   std::string type() const override { return "CLIPTextModelWithProjection"; }

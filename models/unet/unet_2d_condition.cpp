@@ -8,6 +8,7 @@
 
 #include "engine/error.h"
 #include "engine/registry.h"
+#include "models/common/precision.h"
 #include "models/common/resnet.h"
 #include "models/common/transformer_2d.h"
 #include "models/loading/component_factory.h"
@@ -288,7 +289,7 @@ at::Tensor UNet2DConditionModelImpl::time_embed(const at::Tensor& sample, const 
                          std::to_string(batch) + "), got shape " + c10::str(timestep.sizes()));
   timesteps = timesteps.expand({batch});  // [B]
   at::Tensor t_emb = time_proj(timesteps).to(sample.scalar_type());  // [B, block_out_channels[0]]
-  at::Tensor timestep_cond = inputs.timestep_cond;
+  at::Tensor timestep_cond = inputs.timestep_cond.defined() ? inputs.timestep_cond.to(sample.scalar_type()) : at::Tensor();
   if (timestep_cond.defined() && !config.time_cond_proj_dim)
     throw ExecutionError("UNet2DConditionModel: timestep_cond given but the config has no time_cond_proj_dim");
   at::Tensor emb = time_embedding(t_emb, timestep_cond);  // [B, time_embed_dim]
@@ -298,7 +299,8 @@ at::Tensor UNet2DConditionModelImpl::time_embed(const at::Tensor& sample, const 
       throw ExecutionError("UNet2DConditionModel: addition_embed_type 'text_time' needs text_embeds and time_ids");
     at::Tensor time_embeds = add_time_proj(inputs.time_ids.flatten());       // [B*6, addition_time_embed_dim]
     time_embeds = time_embeds.reshape({inputs.text_embeds.size(0), -1});       // [B, 6*addition_time_embed_dim]
-    at::Tensor add_embeds = at::cat({inputs.text_embeds, time_embeds}, -1).to(emb.scalar_type());  // [B, proj_in_dim]
+    at::Tensor add_embeds =
+        at::cat({inputs.text_embeds.to(time_embeds.scalar_type()), time_embeds}, -1).to(emb.scalar_type());  // [B, proj_in_dim]
     emb = emb + add_embedding(add_embeds);
   }
   if (config.time_embedding_act_fn) emb = apply_activation(*config.time_embedding_act_fn, emb);
@@ -306,7 +308,7 @@ at::Tensor UNet2DConditionModelImpl::time_embed(const at::Tensor& sample, const 
 }
 
 at::Tensor UNet2DConditionModelImpl::forward(const at::Tensor& sample_in, const at::Tensor& timestep,
-                                             const at::Tensor& encoder_hidden_states,
+                                             const at::Tensor& encoder_hidden_states_in,
                                              const UNet2DConditionInputs& inputs) {
   if (sample_in.dim() != 4 || sample_in.size(1) != config.in_channels)
     throw ExecutionError("UNet2DConditionModel: sample must be [B, " + std::to_string(config.in_channels) +
@@ -318,8 +320,13 @@ at::Tensor UNet2DConditionModelImpl::forward(const at::Tensor& sample_in, const 
   const int64_t up_factor = int64_t{1} << (config.block_out_channels.size() - 1);
   const bool forward_upsample_size = sample_in.size(2) % up_factor != 0 || sample_in.size(3) % up_factor != 0;
 
-  at::Tensor emb = time_embed(sample_in, timestep, inputs);  // [B, time_embed_dim]
-  at::Tensor sample = config.center_input_sample ? sample_in * 2.0 - 1.0 : sample_in;
+  // Inputs in the compute dtype (a no-op for float32); the time embedding's sinusoids are computed in float32.
+  const at::ScalarType compute_dtype = dtype();
+  const at::Tensor sample_c = sample_in.to(compute_dtype);
+  const at::Tensor encoder_hidden_states =
+      encoder_hidden_states_in.defined() ? encoder_hidden_states_in.to(compute_dtype) : encoder_hidden_states_in;
+  at::Tensor emb = time_embed(sample_c, timestep, inputs);  // [B, time_embed_dim]
+  at::Tensor sample = config.center_input_sample ? sample_c * 2.0 - 1.0 : sample_c;
   sample = conv_in(sample);  // [B, C0, h, w]
 
   std::vector<at::Tensor> down_block_res_samples{sample};
@@ -347,10 +354,10 @@ at::Tensor UNet2DConditionModelImpl::forward(const at::Tensor& sample_in, const 
     else sample = plain->forward(sample, std::move(res_samples), emb, upsample_size);
   }
 
-  sample = conv_norm_out(sample);
+  sample = group_norm_fp32(*conv_norm_out, sample);
   sample = at::silu(sample);  // conv_act
   sample = conv_out(sample);  // [B, out_channels, h, w]
-  return sample;
+  return sample.to(at::kFloat);
 }
 
 std::shared_ptr<UNet2DConditionModelImpl> UNet2DConditionModelImpl::from_pretrained(const std::string& folder,

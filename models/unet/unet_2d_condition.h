@@ -98,6 +98,8 @@ class UNet2DConditionModelImpl : public torch::nn::Module, public Component {
 
   /// sample [B, in_channels, h, w]; timestep a scalar (0-d or one element, broadcast) or [B];
   /// encoder_hidden_states [B, M, cross_attention_dim] → noise prediction [B, out_channels, h, w].
+  /// Floating inputs may have any dtype (cast to dtype()); the prediction is always float32
+  /// (models/common/precision.h).
   at::Tensor forward(const at::Tensor& sample, const at::Tensor& timestep, const at::Tensor& encoder_hidden_states,
                      const UNet2DConditionInputs& inputs = {});
 
@@ -108,6 +110,9 @@ class UNet2DConditionModelImpl : public torch::nn::Module, public Component {
   /// matches the ECMAScript regex; returns how many were set. A fresh processor is made per module by `make`.
   int set_attn_processor(const std::string& name_regex,
                          const std::function<std::shared_ptr<AttentionProcessor>()>& make);
+
+  /// The compute dtype: the parameters' (float32, or bfloat16 for `dtype: bf16`).
+  at::ScalarType dtype() const { return conv_in->weight.scalar_type(); }
 
   std::string type() const override { return "UNet2DConditionModel"; }
   size_t nbytes() const override;

@@ -46,6 +46,10 @@ AutoencoderKLConfig AutoencoderKLConfig::from_config(ModelConfig& c) {
   return a;
 }
 
+at::ScalarType model_compute_dtype(const AutoencoderKLConfig& config, at::ScalarType requested) {
+  return config.force_upcast && requested == at::kHalf ? at::kFloat : requested;
+}
+
 DiagonalGaussianDistribution::DiagonalGaussianDistribution(const at::Tensor& parameters) {
   auto parts = parameters.chunk(2, 1);  // mean, logvar: [B, C, h, w] each
   mean = parts[0];
@@ -97,9 +101,11 @@ std::shared_ptr<AutoencoderKLImpl> AutoencoderKLImpl::from_pretrained(const std:
                                                                       at::ScalarType dtype) {
   ModelConfig cfg = ModelConfig::from_folder(folder, subfolder);
   cfg.apply_overrides(overrides);
-  auto model = std::make_shared<AutoencoderKLImpl>(AutoencoderKLConfig::from_config(cfg));
+  AutoencoderKLConfig config = AutoencoderKLConfig::from_config(cfg);
+  const at::ScalarType compute_dtype = model_compute_dtype(config, dtype);
+  auto model = std::make_shared<AutoencoderKLImpl>(std::move(config));
   load_state_dict(*model, resolve_weight_files(component_dir(folder, subfolder), kDiffusersWeightsName, variant),
-                  dtype);
+                  compute_dtype);
   model->eval();
   return model;
 }
@@ -108,17 +114,18 @@ DiagonalGaussianDistribution AutoencoderKLImpl::encode(const at::Tensor& x) {
   if (x.dim() != 4 || x.size(1) != config.in_channels)
     throw ExecutionError("AutoencoderKL.encode expects [B, " + std::to_string(config.in_channels) +
                          ", H, W] images, got " + std::to_string(x.dim()) + "-D input");
-  at::Tensor h = encoder(x);                      // [B, 2 * latent, h, w]
+  at::Tensor h = encoder(x.to(dtype()));               // [B, 2 * latent, h, w]
   at::Tensor moments = quant_conv ? quant_conv(h) : h;  // [B, 2 * latent, h, w]
-  return DiagonalGaussianDistribution(moments);
+  return DiagonalGaussianDistribution(moments.to(at::kFloat));
 }
 
 at::Tensor AutoencoderKLImpl::decode(const at::Tensor& z) {
   if (z.dim() != 4 || z.size(1) != config.latent_channels)
     throw ExecutionError("AutoencoderKL.decode expects [B, " + std::to_string(config.latent_channels) +
                          ", h, w] latents, got " + std::to_string(z.dim()) + "-D input");
-  at::Tensor h = post_quant_conv ? post_quant_conv(z) : z;  // [B, latent, h, w]
-  return decoder(h);                                         // [B, out, h * f, w * f]
+  const at::Tensor zc = z.to(dtype());
+  at::Tensor h = post_quant_conv ? post_quant_conv(zc) : zc;  // [B, latent, h, w]
+  return decoder(h).to(at::kFloat);                           // [B, out, h * f, w * f]
 }
 
 at::Tensor AutoencoderKLImpl::forward(const at::Tensor& sample, bool sample_posterior,

@@ -44,7 +44,9 @@ struct AutoencoderKLConfig {
   std::optional<double> shift_factor;
   std::optional<std::vector<double>> latents_mean, latents_std;
   /// The VAE overflows in float16 (SD 1.x, SDXL's original VAE): pipelines run it in float32 even when the rest
-  /// of the pipeline is float16. Informational here: the model computes in its parameters' dtype.
+  /// of the pipeline is float16. Honoured by model_compute_dtype below: a float16 request builds a float32 VAE.
+  /// bfloat16 is not upcast (as in diffusers, whose upcast_vae checks for float16 only): it has float32's
+  /// exponent range, so the activations that overflow float16 fit.
   bool force_upcast = true;
   bool use_quant_conv = true;
   bool use_post_quant_conv = true;
@@ -53,6 +55,10 @@ struct AutoencoderKLConfig {
   /// Reads every field (ModelLoadError naming a wrong-typed field and the file) and warns about unknown ones.
   static AutoencoderKLConfig from_config(ModelConfig& config);
 };
+
+/// The dtype an AutoencoderKL computes in when `requested` is asked for: float32 when the config's force_upcast
+/// is set and `requested` is float16, else `requested` (the create_diffusers_model hook).
+at::ScalarType model_compute_dtype(const AutoencoderKLConfig& config, at::ScalarType requested);
 
 /// diffusers' DiagonalGaussianDistribution: the encoder's latent distribution, logvar clamped to [-30, 20].
 struct DiagonalGaussianDistribution {
@@ -81,8 +87,9 @@ class AutoencoderKLImpl : public torch::nn::Module, public Component {
                                                             at::ScalarType dtype = at::kFloat);
 
   /// image [B, in_channels, H, W] in [-1, 1] → latent distribution over [B, latent_channels, H/f, W/f].
+  /// Inputs of any floating dtype are cast to dtype(); the distribution's tensors are float32.
   DiagonalGaussianDistribution encode(const at::Tensor& x);
-  /// z [B, latent_channels, h, w] (already divided by scaling_factor) → [B, out_channels, h*f, w*f].
+  /// z [B, latent_channels, h, w] (already divided by scaling_factor) → [B, out_channels, h*f, w*f], float32.
   at::Tensor decode(const at::Tensor& z);
   /// encode → sample (or mode when `sample_posterior` is false) → decode, as diffusers' forward.
   at::Tensor forward(const at::Tensor& sample, bool sample_posterior = false,
@@ -90,6 +97,9 @@ class AutoencoderKLImpl : public torch::nn::Module, public Component {
 
   /// The spatial down-scaling factor 2^(levels-1) (8 for SD).
   int64_t vae_scale_factor() const;
+
+  /// The compute dtype: the parameters' (float32, or bfloat16 for `dtype: bf16`).
+  at::ScalarType dtype() const { return decoder->conv_in->weight.scalar_type(); }
 
   std::string type() const override { return "AutoencoderKL"; }
   size_t nbytes() const override;

@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 
 #include "engine/error.h"
+#include "models/common/precision.h"
 #include "models/common/resnet.h"
 
 namespace tessera {
@@ -45,7 +46,7 @@ at::Tensor AttentionBlockImpl::forward(const at::Tensor& hidden_states) {
   const int64_t height = hidden_states.size(2), width = hidden_states.size(3);
   const int64_t head_dim = channels / heads;
   // group_norm over [B, C, H*W] is the same as diffusers' norm of the transposed sequence.
-  at::Tensor x = group_norm(hidden_states.view({batch, channels, height * width}));  // [B, C, HW]
+  at::Tensor x = group_norm_fp32(*group_norm, hidden_states.view({batch, channels, height * width}));  // [B, C, HW]
   x = x.transpose(1, 2);                                                              // [B, HW, C]
 
   at::Tensor query = to_q(x), key = to_k(x), value = to_v(x);  // [B, HW, C]
@@ -176,7 +177,7 @@ at::Tensor EncoderImpl::forward(const at::Tensor& sample) {
   at::Tensor h = conv_in(sample);  // [B, c0, H, W]
   for (size_t i = 0; i < down_blocks->size(); ++i) h = down_blocks[i]->as<DownEncoderBlock2DImpl>()->forward(h);
   h = mid_block(h);
-  h = conv_norm_out(h);
+  h = group_norm_fp32(*conv_norm_out, h);
   h = at::silu(h);  // conv_act
   h = conv_out(h);  // [B, (2*)latent, h, w]
   return h;
@@ -215,7 +216,7 @@ at::Tensor DecoderImpl::forward(const at::Tensor& sample) {
   at::Tensor h = conv_in(sample);  // [B, c_last, h, w]
   h = mid_block(h);
   for (size_t i = 0; i < up_blocks->size(); ++i) h = up_blocks[i]->as<UpDecoderBlock2DImpl>()->forward(h);
-  h = conv_norm_out(h);
+  h = group_norm_fp32(*conv_norm_out, h);
   h = at::silu(h);  // conv_act
   h = conv_out(h);  // [B, out, H, W]
   return h;

@@ -237,3 +237,32 @@ TEST_CASE("untrusted recipes end in bounded time with a RecipeError", "[engine][
     SUCCEED("300 random documents parsed or rejected with RecipeError");
   }
 }
+
+TEST_CASE("a component's dtype: canonical names, part of the load id; unknown or fp16 is a RecipeError at its line",
+          "[engine][recipe]") {
+  const std::string head = "version: 1\ncomponents:\n";
+  const std::string tail = "blocks: []\n";
+  Recipe r = parse_recipe(head + "  a: {type: UNet2DConditionModel, from: m, dtype: bfloat16}\n" +
+                              "  b: {type: UNet2DConditionModel, from: m, dtype: float32}\n" +
+                              "  c: {type: UNet2DConditionModel, from: m}\n" + tail,
+                          "r.yaml");
+  const ComponentSpec& a = r.components.at("a").spec;
+  const ComponentSpec& b = r.components.at("b").spec;
+  const ComponentSpec& c = r.components.at("c").spec;
+  CHECK(a.dtype == "bf16");
+  CHECK(b.dtype == "fp32");
+  CHECK(c.dtype.empty());
+  CHECK(a.load_id() != b.load_id());  // a bf16 and a float32 copy of one folder never alias
+  CHECK(b.load_id() == c.load_id());  // float32 is the default
+
+  auto e = recipe_error(head + "  a: {type: UNet2DConditionModel, from: m, dtype: int8}\n" + tail);
+  CHECK(e.where().str() == "r.yaml:3:51");
+  CHECK_THAT(e.what(), Contains("component 'a'") && Contains("unknown dtype 'int8'") && Contains("dtype: bf16"));
+  CHECK_THAT(recipe_error(head + "  a: {type: UNet2DConditionModel, from: m, dtype: fp16}\n" + tail).what(),
+             Contains("use bf16"));
+  CHECK(canonical_dtype("") == "fp32");
+  CHECK(canonical_dtype("bf16") == "bf16");
+  std::string why;
+  CHECK(canonical_dtype("float16", &why).empty());
+  CHECK_THAT(why, Contains("half-precision"));
+}

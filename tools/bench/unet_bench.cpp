@@ -2,7 +2,10 @@
 // below), batch 2, 32×32 latent (256 px; --size 64 for 512 px). Reports ms per forward (median), GFLOP/s over the
 // counted FLOPs and peak RSS. Reference: ../shared/bench/BASELINES.md (diffusers 5.7 s at 32×32, 2 threads).
 //
-//   tessera_bench_unet [--size 32|64] [--runs N] [--threads T]
+// --dtype bf16 converts the weights to bfloat16 (the `dtype: bf16` compute path: activations bf16, norms and
+// softmax float32); inputs are float32 either way and the output is float32.
+//
+//   tessera_bench_unet [--size 32|64] [--runs N] [--threads T] [--dtype fp32|bf16]
 #include <sys/resource.h>
 
 #include <algorithm>
@@ -16,6 +19,7 @@
 #include <ATen/record_function.h>
 #include <torch/torch.h>
 
+#include "engine/runtime.h"
 #include "models/unet/unet_2d_condition.h"
 
 using namespace tessera;
@@ -82,21 +86,27 @@ int main(int argc, char** argv) {
   int64_t size = 32;
   int runs = 3;
   int threads = 0;
+  std::string dtype_name = "fp32";
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
-    if (a == "--size" && i + 1 < argc) size = std::atoll(argv[++i]);
+    if (a == "--dtype" && i + 1 < argc && (std::strcmp(argv[i + 1], "fp32") == 0 || std::strcmp(argv[i + 1], "bf16") == 0))
+      dtype_name = argv[++i];
+    else if (a == "--size" && i + 1 < argc) size = std::atoll(argv[++i]);
     else if (a == "--runs" && i + 1 < argc) runs = std::atoi(argv[++i]);
     else if (a == "--threads" && i + 1 < argc) threads = std::atoi(argv[++i]);
     else {
-      std::fprintf(stderr, "usage: %s [--size 32|64] [--runs N] [--threads T]\n", argv[0]);
+      std::fprintf(stderr, "usage: %s [--size 32|64] [--runs N] [--threads T] [--dtype fp32|bf16]\n", argv[0]);
       return 2;
     }
   }
+  const BlasSelection blas = select_blas_core();  // as the CLI does; OPENBLAS_CORETYPE=Prescott to compare
   if (threads > 0) at::set_num_threads(threads);
   c10::InferenceMode guard;
   torch::manual_seed(0);
   auto t0 = std::chrono::steady_clock::now();
   UNet2DConditionModel unet(UNet2DConditionModelConfig::from_json(nlohmann::json::parse(kSd15UNetConfig), "SD1.5 UNet"));
+  const at::ScalarType dtype = dtype_name == "bf16" ? at::kBFloat16 : at::kFloat;
+  if (dtype != at::kFloat) unet->to(dtype);
   unet->eval();
   const double build_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const at::Tensor sample = at::randn({2, 4, size, size});
@@ -128,11 +138,14 @@ int main(int argc, char** argv) {
   }
   std::sort(ms.begin(), ms.end());
   const double median = ms[ms.size() / 2];
-  std::printf("SD1.5 UNet2DConditionModel, batch 2, %lldx%lld latent, %d threads, %.0f M params (built in %.1f s)\n",
-              static_cast<long long>(size), static_cast<long long>(size), at::get_num_threads(),
-              static_cast<double>(unet->nbytes()) / 4e6, build_s);
+  int64_t params = 0;
+  for (const auto& p : unet->parameters()) params += p.numel();
+  std::printf("SD1.5 UNet2DConditionModel, batch 2, %lldx%lld latent, %s, %d threads, %.0f M params (built in %.1f s)\n",
+              static_cast<long long>(size), static_cast<long long>(size), dtype_name.c_str(), at::get_num_threads(),
+              static_cast<double>(params) / 1e6, build_s);
   std::printf("forward: median %.1f ms (min %.1f, max %.1f, %d runs)\n", median, ms.front(), ms.back(), runs);
   std::printf("compute: %.1f GFLOP per forward, %.1f GFLOP/s\n", gflop, gflop / (median / 1000.0));
   std::printf("peak RSS: %.0f MB\n", peak_rss_mb());
+  std::printf("BLAS: %s\n", blas.reason.c_str());
   return 0;
 }

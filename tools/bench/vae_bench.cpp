@@ -2,18 +2,22 @@
 // below) of a [1, 4, 64, 64] latent into a 512×512 image. Reports ms per decode (median) and peak RSS.
 // Reference: ../shared/bench/BASELINES.md (diffusers 18.8 s, peak RSS 1.64 GB, 2 threads).
 //
-//   tessera_bench_vae [--latent 64] [--runs N] [--threads T]
+// --dtype bf16 runs the bfloat16 compute path (weights and activations bf16, group norms float32).
+//
+//   tessera_bench_vae [--latent 64] [--runs N] [--threads T] [--dtype fp32|bf16]
 #include <sys/resource.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <string>
 #include <vector>
 
 #include <torch/torch.h>
 
+#include "engine/runtime.h"
 #include "models/loading/config_reader.h"
 #include "models/vae/autoencoder_kl.h"
 
@@ -48,21 +52,29 @@ int main(int argc, char** argv) {
   int64_t latent = 64;
   int runs = 1;
   int threads = 0;
+  std::string dtype_name = "fp32";
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
-    if (a == "--latent" && i + 1 < argc) latent = std::atoll(argv[++i]);
+    if (a == "--dtype" && i + 1 < argc && (std::strcmp(argv[i + 1], "fp32") == 0 || std::strcmp(argv[i + 1], "bf16") == 0))
+      dtype_name = argv[++i];
+    else if (a == "--latent" && i + 1 < argc) latent = std::atoll(argv[++i]);
     else if (a == "--runs" && i + 1 < argc) runs = std::atoi(argv[++i]);
     else if (a == "--threads" && i + 1 < argc) threads = std::atoi(argv[++i]);
     else {
-      std::fprintf(stderr, "usage: %s [--latent 64] [--runs N] [--threads T]\n", argv[0]);
+      std::fprintf(stderr, "usage: %s [--latent 64] [--runs N] [--threads T] [--dtype fp32|bf16]\n", argv[0]);
       return 2;
     }
   }
+  const BlasSelection blas = select_blas_core();  // as the CLI does; OPENBLAS_CORETYPE=Prescott to compare
   if (threads > 0) at::set_num_threads(threads);
   c10::InferenceMode guard;
   torch::manual_seed(0);
   ModelConfig cfg(nlohmann::json::parse(kSd15VaeConfig), "SD1.5 VAE config");
   AutoencoderKLImpl vae(AutoencoderKLConfig::from_config(cfg));
+  // As create_diffusers_model: force_upcast would keep a float16 request in float32; bf16 is not upcast.
+  const at::ScalarType dtype =
+      model_compute_dtype(vae.config, dtype_name == "bf16" ? at::kBFloat16 : at::kFloat);
+  if (dtype != at::kFloat) vae.to(dtype);
   vae.eval();
   const at::Tensor z = at::randn({1, 4, latent, latent});
   std::vector<double> ms;
@@ -72,11 +84,12 @@ int main(int argc, char** argv) {
     ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - s).count());
   }
   std::sort(ms.begin(), ms.end());
-  std::printf("SD1.5 AutoencoderKL decode, [1, 4, %lld, %lld] -> %lldx%lld, %d threads\n", static_cast<long long>(latent),
-              static_cast<long long>(latent), static_cast<long long>(latent * 8), static_cast<long long>(latent * 8),
-              at::get_num_threads());
+  std::printf("SD1.5 AutoencoderKL decode, [1, 4, %lld, %lld] -> %lldx%lld, %s, %d threads\n",
+              static_cast<long long>(latent), static_cast<long long>(latent), static_cast<long long>(latent * 8),
+              static_cast<long long>(latent * 8), dtype_name.c_str(), at::get_num_threads());
   std::printf("decode: median %.1f ms (min %.1f, max %.1f, %d runs)\n", ms[ms.size() / 2], ms.front(), ms.back(),
               static_cast<int>(ms.size()));
   std::printf("peak RSS: %.0f MB\n", peak_rss_mb());
+  std::printf("BLAS: %s\n", blas.reason.c_str());
   return 0;
 }
