@@ -33,4 +33,7 @@ write_basic_package_version_file(${PROJECT_BINARY_DIR}/TesseraConfigVersion.cmak
   VERSION ${PROJECT_VERSION} COMPATIBILITY SameMinorVersion)
 install(FILES ${PROJECT_BINARY_DIR}/TesseraConfig.cmake ${PROJECT_BINARY_DIR}/TesseraConfigVersion.cmake
   DESTINATION ${TESSERA_INSTALL_CMAKEDIR})
-install(FILES ${PROJECT_SOURCE_DIR}/recipes/demo/noise_to_image.yaml DESTINATION ${CMAKE_INSTALL_DATADIR}/tessera/recipes/demo)
+# Every shipped recipe (share/tessera/recipes/{demo,sd,sdxl}/…). Their default `model` points into the source
+# tree's test fixtures; an installed copy is run with --set model=DIR.
+install(DIRECTORY ${PROJECT_SOURCE_DIR}/recipes/ DESTINATION ${CMAKE_INSTALL_DATADIR}/tessera/recipes
+        FILES_MATCHING PATTERN "*.yaml")
