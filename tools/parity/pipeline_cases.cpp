@@ -70,6 +70,13 @@ std::string find_recipes_dir(const std::string& start_dir) {
       if (fs::exists(p / "recipes" / "sd" / "auto.yaml")) return (p / "recipes").string();
       if (p == p.parent_path()) break;
     }
+  // An installed tessera: <prefix>/bin/tessera → <prefix>/share/tessera/recipes.
+  std::error_code ec;
+  const fs::path exe = fs::read_symlink("/proc/self/exe", ec);
+  if (!ec) {
+    const fs::path installed = exe.parent_path().parent_path() / "share" / "tessera" / "recipes";
+    if (fs::exists(installed / "sd" / "auto.yaml")) return installed.string();
+  }
   throw InputError("cannot find Tessera's recipes/ folder above '" + start_dir + "' or the working directory", {}, {},
                    "set TESSERA_RECIPES_DIR to the recipes folder of a Tessera checkout or install");
 }

@@ -10,7 +10,8 @@
 namespace tessera {
 
 /// Where the recipes are: the `TESSERA_RECIPES_DIR` environment variable, else the first `recipes/` folder with
-/// `sd/auto.yaml` found walking up from the manifest's folder, then from the working directory.
+/// `sd/auto.yaml` found walking up from the manifest's folder, then from the working directory, then an installed
+/// copy next to the executable (<prefix>/share/tessera/recipes).
 std::string find_recipes_dir(const std::string& manifest_dir);
 
 ParityResult run_pipeline_case(const ParityCase& c);
