@@ -155,6 +155,7 @@ int cmd_run(const Globals& g, const RunArgs& a) {
   std::map<std::string, std::string> meta{{"tessera.recipe_file", a.recipe}};
   std::unique_ptr<CheckpointObserver> ckpt;
   RunOptions opts;
+  opts.release_components_after_last_use = true;  // free the text encoders before denoising, the UNet before decoding
   if (!requests.empty()) {
     ckpt = std::make_unique<CheckpointObserver>(requests, meta);
     opts.observers.push_back(ckpt.get());
