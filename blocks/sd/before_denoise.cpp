@@ -181,6 +181,7 @@ BlockSpec SDInpaintPrepareLatentsStep::spec() const {
       .component(sd::unet_component())
       .component(sd::vae_component())
       .component(sd::scheduler_component())
+      .config(sd::vae_tiling)
       .input(image)
       .input(mask_image)
       .input(sd::latents_in)
@@ -206,6 +207,7 @@ void SDInpaintPrepareLatentsStep::run(Components& c, BlockState& s) const {
   c10::InferenceMode guard;
   auto unet = c.get_as<UNet2DConditionModelImpl>("unet");
   auto vae = c.get_as<AutoencoderKLImpl>("vae");
+  sd::apply_vae_tiling(c, *vae);
   auto scheduler = c.get_as<Scheduler>("scheduler");
   const int64_t f = sd::vae_scale_factor(*vae);
   const at::Tensor& pixels = s.get(sd::image.name).images(sd::image.name).pixels;

@@ -11,6 +11,7 @@ namespace tessera {
 BlockSpec SDDecodeStep::spec() const {
   return BlockSpec(kId, kDescription)
       .component(sd::vae_component())
+      .config(sd::vae_tiling)
       .input(sd::latents)
       .input(sd::output_type)
       .output(sd::images_out);
@@ -27,6 +28,7 @@ void SDDecodeStep::run(Components& c, BlockState& s) const {
                      s.block_path());
   c10::InferenceMode guard;
   auto vae = c.get_as<AutoencoderKLImpl>("vae");
+  sd::apply_vae_tiling(c, *vae);
   const at::Tensor& latents = s.tensor(sd::latents.name);
   if (latents.dim() != 4 || latents.size(1) != vae->config.latent_channels)
     throw InputError("latents " + Value(latents).repr() + " do not fit the VAE (" +

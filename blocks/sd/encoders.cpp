@@ -157,6 +157,7 @@ BlockSpec SDVaeEncodeStep::spec() const {
   image.required = true;
   return BlockSpec(kId, kDescription)
       .component(sd::vae_component())
+      .config(sd::vae_tiling)
       .input(image)
       .input(sd::height)
       .input(sd::width)
@@ -171,6 +172,7 @@ BlockSpec SDVaeEncodeStep::spec() const {
 void SDVaeEncodeStep::run(Components& c, BlockState& s) const {
   c10::InferenceMode guard;
   auto vae = c.get_as<AutoencoderKLImpl>("vae");
+  sd::apply_vae_tiling(c, *vae);
   const int64_t f = sd::vae_scale_factor(*vae);
   const at::Tensor& pixels = s.get(sd::image.name).images(sd::image.name).pixels;  // [B, 3, H, W] in [0, 1]
   auto [h, w] = default_height_width(pixels, s.has(sd::height.name) ? std::optional<int64_t>(s.get_int("height"))

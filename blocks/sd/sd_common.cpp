@@ -6,6 +6,7 @@
 #include <random>
 
 #include "blocks/sd/sd_params.h"
+#include "engine/components.h"
 #include "engine/error.h"
 #include "guiders/guider.h"
 #include "models/vae/autoencoder_kl.h"
@@ -150,6 +151,10 @@ void apply_guidance_scale(Guider& guider, const BlockState& s) {
 }
 
 bool needs_unconditional(const Guider& guider) { return guider.is_enabled() && guider.num_conditions() > 1; }
+
+void apply_vae_tiling(Components& c, AutoencoderKLImpl& vae) {
+  vae.enable_tiling(c.config(vae_tiling.name).to_bool(vae_tiling.name));
+}
 
 at::Tensor to_vae_latents(const at::Tensor& z, const AutoencoderKLImpl& vae) {
   at::Tensor x = z;

@@ -9,6 +9,7 @@
 
 namespace tessera {
 class AutoencoderKLImpl;
+class Components;
 class Guider;
 }  // namespace tessera
 
@@ -49,6 +50,9 @@ void apply_guidance_scale(Guider& guider, const BlockState& s);
 
 /// Whether the guider will need unconditional embeddings (diffusers' requires_unconditional_embeds).
 bool needs_unconditional(const Guider& guider);
+
+/// Switches the VAE's tiling to the pipeline config `vae_tiling` (the block must declare sd::vae_tiling).
+void apply_vae_tiling(Components& c, AutoencoderKLImpl& vae);
 
 /// Scales latents into the VAE's space and back: (z - shift) * scale, z / scale + shift.
 at::Tensor to_vae_latents(const at::Tensor& unet_latents, const AutoencoderKLImpl& vae);

@@ -99,6 +99,11 @@ inline const OutputParam add_time_ids_out{"add_time_ids", Kind::Tensor,
 inline const OutputParam negative_add_time_ids_out{"negative_add_time_ids", Kind::Tensor,
                                                    "SDXL negative time ids [B, 6]", "denoiser_input_fields"};
 
+// ---- pipeline configs
+/// diffusers' enable_vae_tiling: encode/decode large images tile by tile (bounded memory, blended seams).
+inline const ConfigSpec vae_tiling{"vae_tiling", Value(false),
+                                   "Encode and decode with the VAE tile by tile (large images, bounded memory)"};
+
 // ---- components (types as diffusers names them; a recipe may declare another type of the same category)
 ComponentSpec tokenizer_component(const std::string& name = "tokenizer");
 ComponentSpec text_encoder_component(const std::string& name = "text_encoder",

@@ -2,6 +2,9 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
+#include <functional>
+
 #include "engine/error.h"
 #include "engine/registry.h"
 #include "models/loading/component_factory.h"
@@ -110,12 +113,88 @@ std::shared_ptr<AutoencoderKLImpl> AutoencoderKLImpl::from_pretrained(const std:
   return model;
 }
 
+namespace {
+
+/// b's first `extent` rows (dim 2) fade in over a's last `extent` rows: diffusers' blend_v.
+at::Tensor blend_v(const at::Tensor& a, at::Tensor b, int64_t extent) {
+  extent = std::min({a.size(2), b.size(2), extent});
+  if (extent <= 0) return b;
+  at::Tensor w = (at::arange(extent, a.options().dtype(at::kFloat)) / double(extent)).view({1, 1, extent, 1});
+  b = b.clone();
+  b.slice(2, 0, extent).copy_(a.slice(2, a.size(2) - extent) * (1 - w) + b.slice(2, 0, extent) * w);
+  return b;
+}
+
+/// The same along the width (dim 3): diffusers' blend_h.
+at::Tensor blend_h(const at::Tensor& a, at::Tensor b, int64_t extent) {
+  extent = std::min({a.size(3), b.size(3), extent});
+  if (extent <= 0) return b;
+  at::Tensor w = (at::arange(extent, a.options().dtype(at::kFloat)) / double(extent)).view({1, 1, 1, extent});
+  b = b.clone();
+  b.slice(3, 0, extent).copy_(a.slice(3, a.size(3) - extent) * (1 - w) + b.slice(3, 0, extent) * w);
+  return b;
+}
+
+/// Runs `fn` on tiles of `x` (tile × tile, stepping by `step`), blends each tile into its upper and left
+/// neighbours over `blend` rows/columns, crops every tile to `keep` and concatenates: diffusers' tiled_decode /
+/// tiled_encode loop with the per-tile model call abstracted.
+at::Tensor tiled(const at::Tensor& x, int64_t tile, int64_t step, int64_t blend, int64_t keep,
+                 const std::function<at::Tensor(const at::Tensor&)>& fn) {
+  std::vector<std::vector<at::Tensor>> rows;
+  for (int64_t i = 0; i < x.size(2); i += step) {
+    std::vector<at::Tensor> row;
+    for (int64_t j = 0; j < x.size(3); j += step)
+      row.push_back(fn(x.slice(2, i, i + tile).slice(3, j, j + tile)));  // [B, C, ≤tile, ≤tile] → scaled
+    rows.push_back(std::move(row));
+  }
+  std::vector<at::Tensor> out_rows;
+  for (size_t i = 0; i < rows.size(); ++i) {
+    std::vector<at::Tensor> out_row;
+    for (size_t j = 0; j < rows[i].size(); ++j) {
+      at::Tensor t = rows[i][j];
+      if (i > 0) t = blend_v(rows[i - 1][j], t, blend);
+      if (j > 0) t = blend_h(rows[i][j - 1], t, blend);
+      rows[i][j] = t;  // later neighbours blend against the blended tile, as diffusers (it blends in place)
+      out_row.push_back(t.slice(2, 0, keep).slice(3, 0, keep));
+    }
+    out_rows.push_back(at::cat(out_row, 3));
+  }
+  return at::cat(out_rows, 2);
+}
+
+}  // namespace
+
+at::Tensor AutoencoderKLImpl::encode_moments(const at::Tensor& x) {
+  at::Tensor h = encoder(x);                  // [B, 2 * latent, h, w]
+  return quant_conv ? quant_conv(h) : h;      // [B, 2 * latent, h, w]
+}
+
+at::Tensor AutoencoderKLImpl::decode_latents(const at::Tensor& z) {
+  at::Tensor h = post_quant_conv ? post_quant_conv(z) : z;  // [B, latent, h, w]
+  return decoder(h);                                        // [B, out, h * f, w * f]
+}
+
+at::Tensor AutoencoderKLImpl::tiled_encode(const at::Tensor& x) {
+  const int64_t sample_tile = config.sample_size, latent_tile = config.sample_size / vae_scale_factor();
+  const int64_t step = static_cast<int64_t>(sample_tile * (1 - kTileOverlap));
+  const int64_t blend = static_cast<int64_t>(latent_tile * kTileOverlap);
+  return tiled(x, sample_tile, step, blend, latent_tile - blend, [&](const at::Tensor& t) { return encode_moments(t); });
+}
+
+at::Tensor AutoencoderKLImpl::tiled_decode(const at::Tensor& z) {
+  const int64_t sample_tile = config.sample_size, latent_tile = config.sample_size / vae_scale_factor();
+  const int64_t step = static_cast<int64_t>(latent_tile * (1 - kTileOverlap));
+  const int64_t blend = static_cast<int64_t>(sample_tile * kTileOverlap);
+  return tiled(z, latent_tile, step, blend, sample_tile - blend, [&](const at::Tensor& t) { return decode_latents(t); });
+}
+
 DiagonalGaussianDistribution AutoencoderKLImpl::encode(const at::Tensor& x) {
   if (x.dim() != 4 || x.size(1) != config.in_channels)
     throw ExecutionError("AutoencoderKL.encode expects [B, " + std::to_string(config.in_channels) +
                          ", H, W] images, got " + std::to_string(x.dim()) + "-D input");
-  at::Tensor h = encoder(x.to(dtype()));               // [B, 2 * latent, h, w]
-  at::Tensor moments = quant_conv ? quant_conv(h) : h;  // [B, 2 * latent, h, w]
+  const at::Tensor xc = x.to(dtype());
+  const bool tile = tiling_ && (x.size(2) > config.sample_size || x.size(3) > config.sample_size);
+  at::Tensor moments = tile ? tiled_encode(xc) : encode_moments(xc);  // [B, 2 * latent, h, w]
   return DiagonalGaussianDistribution(moments.to(at::kFloat));
 }
 
@@ -124,8 +203,9 @@ at::Tensor AutoencoderKLImpl::decode(const at::Tensor& z) {
     throw ExecutionError("AutoencoderKL.decode expects [B, " + std::to_string(config.latent_channels) +
                          ", h, w] latents, got " + std::to_string(z.dim()) + "-D input");
   const at::Tensor zc = z.to(dtype());
-  at::Tensor h = post_quant_conv ? post_quant_conv(zc) : zc;  // [B, latent, h, w]
-  return decoder(h).to(at::kFloat);                           // [B, out, h * f, w * f]
+  const int64_t latent_tile = config.sample_size / vae_scale_factor();
+  const bool tile = tiling_ && (z.size(2) > latent_tile || z.size(3) > latent_tile);
+  return (tile ? tiled_decode(zc) : decode_latents(zc)).to(at::kFloat);  // [B, out, h * f, w * f]
 }
 
 at::Tensor AutoencoderKLImpl::forward(const at::Tensor& sample, bool sample_posterior,

@@ -98,6 +98,17 @@ class AutoencoderKLImpl : public torch::nn::Module, public Component {
   /// The spatial down-scaling factor 2^(levels-1) (8 for SD).
   int64_t vae_scale_factor() const;
 
+  /// Tiled encode/decode (diffusers' enable_tiling), for images larger than the VAE was trained on: bounded
+  /// memory. Tiles are config.sample_size pixels (sample_size / factor latents), stepping by 75% of a tile;
+  /// each tile sees a 25% overlap with its upper and left neighbours, which is blended linearly (row y of the
+  /// overlap takes y/extent of the new tile, 1 - y/extent of the old one), then every tile is cropped to the
+  /// step size and the crops are concatenated. Seams are therefore smooth ramps, not hard edges; results
+  /// differ from untiled decoding near tile borders (each tile's group norms see only the tile). Images no
+  /// larger than one tile take the untiled path, exactly as before.
+  void enable_tiling(bool on = true) { tiling_ = on; }
+  static constexpr double kTileOverlap = 0.25;  ///< diffusers' tile_overlap_factor
+  bool tiling() const { return tiling_; }
+
   /// The compute dtype: the parameters' (float32, or bfloat16 for `dtype: bf16`).
   at::ScalarType dtype() const { return decoder->conv_in->weight.scalar_type(); }
 
@@ -108,6 +119,13 @@ class AutoencoderKLImpl : public torch::nn::Module, public Component {
   Encoder encoder{nullptr};
   Decoder decoder{nullptr};
   torch::nn::Conv2d quant_conv{nullptr}, post_quant_conv{nullptr};
+
+ private:
+  at::Tensor encode_moments(const at::Tensor& x);  ///< encoder + quant_conv, [B, 2C, h, w]
+  at::Tensor decode_latents(const at::Tensor& z);  ///< post_quant_conv + decoder
+  at::Tensor tiled_encode(const at::Tensor& x);
+  at::Tensor tiled_decode(const at::Tensor& z);
+  bool tiling_ = false;
 };
 TORCH_MODULE(AutoencoderKL);
 

@@ -253,3 +253,13 @@ TEST_CASE("release_components_after_last_use unloads each model after its last b
   CHECK(at::equal(released, kept));
   CHECK(p->components().is_loaded("text_encoder"));
 }
+
+TEST_CASE("sd: the vae_tiling config decodes a larger image tile by tile", "[sd]") {
+  ValueMap in = text2image(13, 1);
+  in["height"] = Value(int64_t{96});  // tiny-sd's VAE tiles are 64 pixels: 96 needs 2×2 tiles
+  in["width"] = Value(int64_t{96});
+  at::Tensor plain = sd_pipeline()->run(in).get("images").images().pixels;
+  at::Tensor tiled = sd_pipeline("sd", "configs: {vae_tiling: true}\n")->run(in).get("images").images().pixels;
+  REQUIRE(tiled.sizes() == plain.sizes());
+  CHECK_FALSE(at::equal(tiled, plain));
+}

@@ -2,6 +2,7 @@
 // and golden parity of tiny_sd_vae / tiny_sdxl_vae.
 #include <catch2/catch.hpp>
 
+#include <ATen/CPUGeneratorImpl.h>
 #include <torch/torch.h>
 
 #include <filesystem>
@@ -114,4 +115,54 @@ TEST_CASE("tiny_sd_vae and tiny_sdxl_vae golden cases pass", "[parity][model][va
   CHECK(rc == 0);
   CHECK(out.str().find("PASS tiny_sd_vae ") != std::string::npos);
   CHECK(out.str().find("PASS tiny_sdxl_vae ") != std::string::npos);
+}
+
+TEST_CASE("AutoencoderKL tiled decode: tiles decoded alone, blended only in the overlap", "[models][vae]") {
+  c10::InferenceMode guard;
+  auto vae = AutoencoderKLImpl::from_pretrained(kTinySd, "vae");
+  // tiny-sd's VAE: sample_size 64, factor 2 → latent tiles of 32 stepping by 24; 16-pixel blends; 48 kept.
+  REQUIRE(vae->config.sample_size == 64);
+  REQUIRE(vae->vae_scale_factor() == 2);
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(3);
+  const at::Tensor z = at::randn({1, 4, 48, 48}, gen);
+
+  const at::Tensor one_tile = z.slice(2, 0, 32).slice(3, 0, 32);
+  vae->enable_tiling(true);
+  CHECK(at::equal(vae->decode(one_tile), (vae->enable_tiling(false), vae->decode(one_tile))));  // ≤ 1 tile: untiled
+
+  vae->enable_tiling(false);
+  const at::Tensor untiled = vae->decode(z);                                                   // [1, 3, 96, 96]
+  const at::Tensor t00 = vae->decode(one_tile);                                                // rows 0-63, cols 0-63
+  const at::Tensor t01 = vae->decode(z.slice(2, 0, 32).slice(3, 24, 48));                      // rows 0-63, cols 48-95
+  vae->enable_tiling(true);
+  const at::Tensor tiled = vae->decode(z);
+  vae->enable_tiling(false);
+  REQUIRE(tiled.sizes() == untiled.sizes());
+  // The first tile's kept 48×48 is that tile decoded alone; the second tile past its 16-column blend likewise.
+  CHECK(at::equal(tiled.slice(2, 0, 48).slice(3, 0, 48), t00.slice(2, 0, 48).slice(3, 0, 48)));
+  CHECK(at::equal(tiled.slice(2, 0, 48).slice(3, 64, 96), t01.slice(2, 0, 48).slice(3, 16, 48)));
+  // In the blend band every value lies between the two tiles' values (a convex combination).
+  const at::Tensor a = t00.slice(2, 0, 48).slice(3, 48, 64), b = t01.slice(2, 0, 48).slice(3, 0, 16);
+  const at::Tensor band = tiled.slice(2, 0, 48).slice(3, 48, 64);
+  CHECK((band >= at::minimum(a, b) - 1e-6).all().item<bool>());
+  CHECK((band <= at::maximum(a, b) + 1e-6).all().item<bool>());
+  CHECK_FALSE(at::equal(band, a));
+  // Tiling changes the image only by tile-local effects (group norms see one tile): same layout and range.
+  CHECK(torch::nn::functional::cosine_similarity(tiled.flatten(), untiled.flatten(),
+                                                 torch::nn::functional::CosineSimilarityFuncOptions().dim(0))
+            .item<double>() > 0.5);
+}
+
+TEST_CASE("AutoencoderKL tiled encode gives latents of the untiled shape", "[models][vae]") {
+  c10::InferenceMode guard;
+  auto vae = AutoencoderKLImpl::from_pretrained(kTinySd, "vae");
+  const at::Tensor x = at::rand({1, 3, 96, 96}) * 2 - 1;
+  const at::Tensor untiled = vae->encode(x).mean;
+  vae->enable_tiling(true);
+  const at::Tensor tiled = vae->encode(x).mean;
+  const at::Tensor first = vae->encode(x.slice(2, 0, 64).slice(3, 0, 64)).mean;  // one tile: untiled path
+  vae->enable_tiling(false);
+  REQUIRE(tiled.sizes() == untiled.sizes());  // [1, 4, 48, 48]
+  // Latent tiles are 32 stepping by 48 pixels; 8 latents blend; 24 kept: the first 24×24 is tile 0 alone.
+  CHECK(at::equal(tiled.slice(2, 0, 24).slice(3, 0, 24), first.slice(2, 0, 24).slice(3, 0, 24)));
 }
