@@ -47,7 +47,8 @@ BlockSpec SDSetTimestepsStep::spec() const {
       .component(sd::scheduler_component())
       .input(sd::num_inference_steps)
       .output(sd::timesteps_out)
-      .output(sd::num_inference_steps_out);
+      .output(sd::num_inference_steps_out)
+      .output(sd::scheduler_setup_out);
 }
 
 void SDSetTimestepsStep::run(Components& c, BlockState& s) const {
@@ -60,6 +61,7 @@ void SDSetTimestepsStep::run(Components& c, BlockState& s) const {
   }
   s.set(sd::timesteps_out.name, scheduler->timesteps().clone());
   s.set(sd::num_inference_steps_out.name, Value(n));
+  s.set(sd::scheduler_setup_out.name, Value(std::vector<int64_t>{n, 0}));
 }
 
 // ---------------------------------------------------------------- sd.img2img_set_timesteps
@@ -73,7 +75,8 @@ BlockSpec SDImg2ImgSetTimestepsStep::spec() const {
       .input(sd::num_images_per_prompt)
       .output(sd::timesteps_out)
       .output(sd::num_inference_steps_out)
-      .output(sd::latent_timestep_out);
+      .output(sd::latent_timestep_out)
+      .output(sd::scheduler_setup_out);
 }
 
 void SDImg2ImgSetTimestepsStep::run(Components& c, BlockState& s) const {
@@ -90,6 +93,8 @@ void SDImg2ImgSetTimestepsStep::run(Components& c, BlockState& s) const {
   s.set(sd::timesteps_out.name, kept.timesteps.clone());
   s.set(sd::num_inference_steps_out.name, Value(kept.num_inference_steps));
   s.set(sd::latent_timestep_out.name, kept.timesteps.slice(0, 0, 1).repeat({batch}));  // [B*n]
+  const int64_t begin = (n - kept.num_inference_steps) * scheduler->order();
+  s.set(sd::scheduler_setup_out.name, Value(std::vector<int64_t>{n, begin}));
 }
 
 // ---------------------------------------------------------------- sd.prepare_latents
@@ -99,6 +104,7 @@ BlockSpec SDPrepareLatentsStep::spec() const {
       .component(sd::unet_component())
       .component(sd::vae_component())
       .component(sd::scheduler_component())
+      .input(sd::scheduler_setup)
       .input(sd::latents_in)
       .input(sd::height)
       .input(sd::width)
@@ -116,6 +122,7 @@ void SDPrepareLatentsStep::run(Components& c, BlockState& s) const {
   c10::InferenceMode guard;
   auto vae = c.get_as<AutoencoderKLImpl>("vae");
   auto scheduler = c.get_as<Scheduler>("scheduler");
+  sd::ensure_scheduler(*scheduler, s);
   const int64_t f = sd::vae_scale_factor(*vae);
   auto [h, w] = text2image_size(c, s, f);
   const int64_t batch = sd::total_batch(s);
@@ -150,6 +157,7 @@ void SDPrepareLatentsStep::run(Components& c, BlockState& s) const {
 BlockSpec SDImg2ImgPrepareLatentsStep::spec() const {
   return BlockSpec(kId, kDescription)
       .component(sd::scheduler_component())
+      .input(sd::scheduler_setup)
       .input(sd::image_latents)
       .input(sd::latent_timestep)
       .input(sd::batch_size)
@@ -164,6 +172,7 @@ BlockSpec SDImg2ImgPrepareLatentsStep::spec() const {
 void SDImg2ImgPrepareLatentsStep::run(Components& c, BlockState& s) const {
   c10::InferenceMode guard;
   auto scheduler = c.get_as<Scheduler>("scheduler");
+  sd::ensure_scheduler(*scheduler, s);
   const int64_t batch = sd::total_batch(s);
   at::Tensor init = sd::expand_to_batch(s.tensor(sd::image_latents.name), batch, "image", s.block_path());
   at::Generator gen = sd::run_generator(s);
@@ -181,6 +190,7 @@ BlockSpec SDInpaintPrepareLatentsStep::spec() const {
       .component(sd::unet_component())
       .component(sd::vae_component())
       .component(sd::scheduler_component())
+      .input(sd::scheduler_setup)
       .config(sd::vae_tiling)
       .input(image)
       .input(mask_image)
@@ -209,6 +219,7 @@ void SDInpaintPrepareLatentsStep::run(Components& c, BlockState& s) const {
   auto vae = c.get_as<AutoencoderKLImpl>("vae");
   sd::apply_vae_tiling(c, *vae);
   auto scheduler = c.get_as<Scheduler>("scheduler");
+  sd::ensure_scheduler(*scheduler, s);
   const int64_t f = sd::vae_scale_factor(*vae);
   const at::Tensor& pixels = s.get(sd::image.name).images(sd::image.name).pixels;
   const at::Tensor& mask_pixels = s.get(sd::mask_image.name).images(sd::mask_image.name).pixels;

@@ -21,6 +21,7 @@ BlockSpec SDLoopBeforeDenoiserStep::spec() const {
   mask.required = false;
   return BlockSpec(kId, kDescription)
       .component(sd::scheduler_component())
+      .input(sd::scheduler_setup)
       .input(sd::latents)
       .input(sd::t)
       .input(mask)
@@ -30,6 +31,7 @@ BlockSpec SDLoopBeforeDenoiserStep::spec() const {
 
 void SDLoopBeforeDenoiserStep::run(Components& c, BlockState& s) const {
   auto scheduler = c.get_as<Scheduler>("scheduler");
+  sd::ensure_scheduler(*scheduler, s);
   const at::Tensor& t = s.tensor(sd::t.name);
   at::Tensor x = scheduler->scale_model_input(s.tensor(sd::latents.name), t.item<double>());
   if (s.has(sd::masked_image_latents.name)) {
@@ -115,6 +117,7 @@ void SDLoopDenoiserStep::run(Components& c, BlockState& s) const {
 BlockSpec SDLoopSchedulerStep::spec() const {
   return BlockSpec(kId, kDescription)
       .component(sd::scheduler_component())
+      .input(sd::scheduler_setup)
       .input(sd::noise_pred)
       .input(sd::t)
       .input(sd::latents)
@@ -126,6 +129,7 @@ BlockSpec SDLoopSchedulerStep::spec() const {
 void SDLoopSchedulerStep::run(Components& c, BlockState& s) const {
   c10::InferenceMode guard;
   auto scheduler = c.get_as<Scheduler>("scheduler");
+  sd::ensure_scheduler(*scheduler, s);
   const double eta = s.get_float(sd::eta.name);
   try {
     scheduler->set_step_option("eta", eta);
@@ -146,6 +150,7 @@ void SDLoopSchedulerStep::run(Components& c, BlockState& s) const {
 BlockSpec SDLoopInpaintBlendStep::spec() const {
   return BlockSpec(kId, kDescription)
       .component(sd::scheduler_component())
+      .input(sd::scheduler_setup)
       .input(sd::latents)
       .input(sd::i)
       .input(sd::timesteps)
@@ -159,6 +164,7 @@ BlockSpec SDLoopInpaintBlendStep::spec() const {
 void SDLoopInpaintBlendStep::run(Components& c, BlockState& s) const {
   c10::InferenceMode guard;
   auto scheduler = c.get_as<Scheduler>("scheduler");
+  sd::ensure_scheduler(*scheduler, s);
   if (s.has(sd::masked_image_latents.name)) {  // a 9-channel inpainting UNet sees the mask itself: no blending
     s.set(sd::latents_out.name, s.get(sd::latents.name));
     return;

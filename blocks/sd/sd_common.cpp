@@ -10,6 +10,7 @@
 #include "engine/error.h"
 #include "guiders/guider.h"
 #include "models/vae/autoencoder_kl.h"
+#include "schedulers/scheduler.h"
 
 namespace tessera::sd {
 
@@ -151,6 +152,15 @@ void apply_guidance_scale(Guider& guider, const BlockState& s) {
 }
 
 bool needs_unconditional(const Guider& guider) { return guider.is_enabled() && guider.num_conditions() > 1; }
+
+void ensure_scheduler(Scheduler& scheduler, const BlockState& s) {
+  if (!s.has(scheduler_setup.name)) return;
+  const auto& v = s.get(scheduler_setup.name).int_list(scheduler_setup.name);
+  if (v.size() != 2) throw InputError("scheduler_setup must be [num_inference_steps, begin_index]", {}, s.block_path());
+  if (scheduler.num_inference_steps() == v[0] && scheduler.timesteps().defined()) return;
+  scheduler.set_timesteps(v[0]);
+  if (v[1] > 0) scheduler.set_begin_index(v[1]);
+}
 
 void apply_vae_tiling(Components& c, AutoencoderKLImpl& vae) {
   vae.enable_tiling(c.config(vae_tiling.name).to_bool(vae_tiling.name));

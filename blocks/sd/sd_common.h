@@ -8,6 +8,7 @@
 #include "engine/state.h"
 
 namespace tessera {
+class Scheduler;
 class AutoencoderKLImpl;
 class Components;
 class Guider;
@@ -50,6 +51,11 @@ void apply_guidance_scale(Guider& guider, const BlockState& s);
 
 /// Whether the guider will need unconditional embeddings (diffusers' requires_unconditional_embeds).
 bool needs_unconditional(const Guider& guider);
+
+/// Sets the scheduler up again from the state's `scheduler_setup` when it is not (a run resumed from a checkpoint
+/// after set_timesteps: the checkpoint holds the state, not the scheduler's internals). Single-step schedulers
+/// then continue exactly; multistep ones restart their history. No-op when the scheduler is already set up.
+void ensure_scheduler(Scheduler& scheduler, const BlockState& s);
 
 /// Switches the VAE's tiling to the pipeline config `vae_tiling` (the block must declare sd::vae_tiling).
 void apply_vae_tiling(Components& c, AutoencoderKLImpl& vae);

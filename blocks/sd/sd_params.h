@@ -55,6 +55,12 @@ inline const InputParam latent_timestep{"latent_timestep", Kind::Tensor,
 inline const OutputParam latent_timestep_out{"latent_timestep", Kind::Tensor,
                                              "First kept timestep [B]: the noise level of the initial latents"};
 inline const InputParam eta = InputParam::from_template("eta");
+inline const OutputParam scheduler_setup_out{
+    "scheduler_setup", Kind::IntList,
+    "[num_inference_steps, begin_index] the scheduler was set up with (restores it after a checkpoint load)"};
+inline const InputParam scheduler_setup{
+    "scheduler_setup", Kind::IntList,
+    "[num_inference_steps, begin_index] the scheduler was set up with (restores it after a checkpoint load)"};
 
 // ---- latents and images
 inline const InputParam latents_in = InputParam::from_template("latents");
