@@ -39,6 +39,8 @@ class BlockState {
 
   const Value& get(const std::string& name) const;
   bool has(const std::string& name) const;  ///< declared, present and not none
+  /// Whether the block's spec declares `name` as an input (helpers shared by blocks with different specs).
+  bool declares_input(const std::string& name) const { return spec_.find_input(name) != nullptr; }
   const at::Tensor& tensor(const std::string& name) const { return get(name).tensor(name); }
   int64_t get_int(const std::string& name) const { return get(name).to_int(name); }
   double get_float(const std::string& name) const { return get(name).to_float(name); }

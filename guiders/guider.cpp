@@ -11,6 +11,7 @@ Guider::Guider(GuiderConfigReader& config, double default_guidance_scale)
     : guidance_scale_(config.get_float("guidance_scale", default_guidance_scale)),
       configured_guidance_scale_(guidance_scale_),
       guidance_rescale_(config.get_float("guidance_rescale", 0.0)),
+      configured_guidance_rescale_(guidance_rescale_),
       use_original_formulation_(config.get_bool("use_original_formulation", false)),
       start_(config.get_float("start", 0.0)),
       stop_(config.get_float("stop", 1.0)),

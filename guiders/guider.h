@@ -77,6 +77,8 @@ class Guider : public Component {
   /// Overrides the scale for the steps that follow (a pipeline's `guidance_scale` input, as diffusers' standard
   /// pipelines take it); `set_guidance_scale(std::nullopt)` restores the configured value.
   void set_guidance_scale(std::optional<double> scale) { guidance_scale_ = scale ? *scale : configured_guidance_scale_; }
+  /// The same for guidance_rescale (the standard pipelines' `guidance_rescale` argument).
+  void set_guidance_rescale(std::optional<double> r) { guidance_rescale_ = r ? *r : configured_guidance_rescale_; }
   double guidance_rescale() const { return guidance_rescale_; }
   bool use_original_formulation() const { return use_original_formulation_; }
   double start() const { return start_; }
@@ -106,6 +108,7 @@ class Guider : public Component {
   double guidance_scale_;
   double configured_guidance_scale_;
   double guidance_rescale_;
+  double configured_guidance_rescale_;
   bool use_original_formulation_;
   double start_;
   double stop_;

@@ -64,6 +64,7 @@ BlockSpec SDLoopDenoiserStep::spec() const {
       .input(sd::add_time_ids)
       .input(sd::negative_add_time_ids)
       .input(sd::guidance_scale)
+      .input(sd::guidance_rescale)
       .output(sd::noise_pred_out);
 }
 

@@ -145,10 +145,11 @@ void check_image_size(int64_t height, int64_t width, int64_t factor, const std::
 }
 
 void apply_guidance_scale(Guider& guider, const BlockState& s) {
-  if (s.has(guidance_scale.name))
-    guider.set_guidance_scale(s.get_float(guidance_scale.name));
-  else
-    guider.set_guidance_scale(std::nullopt);
+  auto opt = [&](const InputParam& p) {
+    return s.has(p.name) ? std::optional<double>(s.get_float(p.name)) : std::nullopt;
+  };
+  guider.set_guidance_scale(opt(guidance_scale));
+  if (s.declares_input(guidance_rescale.name)) guider.set_guidance_rescale(opt(guidance_rescale));
 }
 
 bool needs_unconditional(const Guider& guider) { return guider.is_enabled() && guider.num_conditions() > 1; }

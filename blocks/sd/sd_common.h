@@ -46,7 +46,8 @@ int64_t vae_scale_factor(const AutoencoderKLImpl& vae);
 /// Checks height and width are positive multiples of the VAE scale factor (InputError naming both otherwise).
 void check_image_size(int64_t height, int64_t width, int64_t factor, const std::string& block_path);
 
-/// Applies the `guidance_scale` input to the guider (absent: the guider's configured scale).
+/// Applies the `guidance_scale` (and, when the block declares it, `guidance_rescale`) inputs to the guider; absent
+/// inputs restore the guider's configured values.
 void apply_guidance_scale(Guider& guider, const BlockState& s);
 
 /// Whether the guider will need unconditional embeddings (diffusers' requires_unconditional_embeds).

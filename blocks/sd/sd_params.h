@@ -12,6 +12,10 @@ inline const InputParam clip_skip = InputParam::from_template("clip_skip");
 inline const InputParam guidance_scale{
     "guidance_scale", Kind::Float,
     "Guidance scale; given, it overrides the guider's configured guidance_scale (absent: the guider's config)"};
+inline const InputParam guidance_rescale{
+    "guidance_rescale", Kind::Float,
+    "Rescale of the guided prediction towards the conditional one's std (Lin et al. 2023); given, it overrides the "
+    "guider's configured guidance_rescale"};
 inline const InputParam prompt_embeds_in = InputParam::from_template("prompt_embeds");
 inline const InputParam negative_prompt_embeds_in = InputParam::from_template("negative_prompt_embeds");
 inline const InputParam pooled_prompt_embeds_in = InputParam::from_template("pooled_prompt_embeds");

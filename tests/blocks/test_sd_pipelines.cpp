@@ -298,3 +298,16 @@ TEST_CASE("sd: a run resumed from a checkpoint after prepare_latents gives the s
   }
   fs::remove(file);
 }
+
+TEST_CASE("sd: guidance_rescale applies for one run, then the guider's configured value is back", "[sd]") {
+  auto p = sd_pipeline();
+  ValueMap in = text2image(19, 2);
+  in["output_type"] = Value("latent");
+  const at::Tensor plain = p->run(in).get("latents").tensor();
+  in["guidance_rescale"] = Value(0.7);
+  const at::Tensor rescaled = p->run(in).get("latents").tensor();
+  in.erase("guidance_rescale");
+  const at::Tensor again = p->run(in).get("latents").tensor();
+  CHECK_FALSE(at::allclose(plain, rescaled, 1e-3, 1e-3));
+  CHECK(at::equal(plain, again));
+}

@@ -126,7 +126,8 @@ ParityResult run_pipeline_case(const ParityCase& c) {
   };
   for (const char* k : {"prompt", "negative_prompt", "prompt_2", "negative_prompt_2", "num_inference_steps",
                         "guidance_scale", "height", "width", "strength", "clip_skip", "num_images_per_prompt",
-                        "original_size", "crops_coords_top_left", "target_size"})
+                        "guidance_rescale", "original_size", "crops_coords_top_left", "target_size",
+                        "negative_original_size", "negative_crops_coords_top_left", "negative_target_size"})
     set_if(k, k);
   if (p.contains("eta") && p["eta"].is_number()) in["eta"] = Value(p["eta"].get<double>());
   if (p.contains("generator_seed")) in["seed"] = Value(p["generator_seed"].get<int64_t>());
