@@ -148,7 +148,11 @@ void apply_guidance_scale(Guider& guider, const BlockState& s) {
   auto opt = [&](const InputParam& p) {
     return s.has(p.name) ? std::optional<double>(s.get_float(p.name)) : std::nullopt;
   };
-  guider.set_guidance_scale(opt(guidance_scale));
+  std::optional<double> scale = opt(guidance_scale);
+  // The standard pipelines guide only when guidance_scale > 1 (do_classifier_free_guidance); the guiders only skip
+  // their no-op value. An input <= 1 therefore means "no classifier-free guidance", as in diffusers.
+  if (scale && *scale <= 1.0) scale = guider.use_original_formulation() ? 0.0 : 1.0;
+  guider.set_guidance_scale(scale);
   if (s.declares_input(guidance_rescale.name)) guider.set_guidance_rescale(opt(guidance_rescale));
 }
 

@@ -11,7 +11,8 @@ inline const InputParam negative_prompt = InputParam::from_template("negative_pr
 inline const InputParam clip_skip = InputParam::from_template("clip_skip");
 inline const InputParam guidance_scale{
     "guidance_scale", Kind::Float,
-    "Guidance scale; given, it overrides the guider's configured guidance_scale (absent: the guider's config)"};
+    "Guidance scale; given, it overrides the guider's configured guidance_scale (absent: the guider's config). "
+    "<= 1 turns classifier-free guidance off, as diffusers' standard pipelines do"};
 inline const InputParam guidance_rescale{
     "guidance_rescale", Kind::Float,
     "Rescale of the guided prediction towards the conditional one's std (Lin et al. 2023); given, it overrides the "

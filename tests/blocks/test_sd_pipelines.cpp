@@ -311,3 +311,14 @@ TEST_CASE("sd: guidance_rescale applies for one run, then the guider's configure
   CHECK_FALSE(at::allclose(plain, rescaled, 1e-3, 1e-3));
   CHECK(at::equal(plain, again));
 }
+
+TEST_CASE("sd: guidance_scale <= 1 means no classifier-free guidance, as in diffusers' pipelines", "[sd]") {
+  ValueMap in = text2image(23, 2);
+  in["output_type"] = Value("latent");
+  in["guidance_scale"] = Value(1.0);
+  const at::Tensor one = sd_pipeline()->run(in).get("latents").tensor();
+  in["guidance_scale"] = Value(0.5);
+  PipelineState half = sd_pipeline()->run(in);
+  CHECK_FALSE(half.has("negative_prompt_embeds"));
+  CHECK(at::equal(one, half.get("latents").tensor()));
+}
