@@ -1,6 +1,7 @@
 #include "blocks/sd/before_denoise.h"
 
 #include "blocks/common/image_processor.h"
+#include "blocks/common/params.h"
 #include "blocks/sd/sd_common.h"
 #include "blocks/sd/sd_params.h"
 #include "engine/components.h"
@@ -14,7 +15,7 @@ namespace tessera {
 namespace {
 
 /// Image size for text2image: the inputs, else unet.sample_size × the VAE factor (diffusers' default).
-std::pair<int64_t, int64_t> text2image_size(Components& c, const BlockState& s, int64_t f) {
+std::pair<int64_t, int64_t> text2image_size(Components& c, const BlockState& s, int64_t f, bool independent) {
   auto size_default = [&]() -> int64_t {
     auto unet = c.get_as<UNet2DConditionModelImpl>("unet");
     if (!unet->config.sample_size)
@@ -22,8 +23,11 @@ std::pair<int64_t, int64_t> text2image_size(Components& c, const BlockState& s, 
                        "--set height=512 --set width=512");
     return *unet->config.sample_size * f;
   };
-  const int64_t h = s.has(sd::height.name) ? s.get_int(sd::height.name) : size_default();
-  const int64_t w = s.has(sd::width.name) ? s.get_int(sd::width.name) : size_default();
+  // diffusers' StableDiffusionPipeline: `if not height or not width`, both come from the UNet's sample size.
+  // SDXL defaults each side on its own.
+  const bool both = s.has(sd::height.name) && s.has(sd::width.name);
+  const int64_t h = (both || (independent && s.has(sd::height.name))) ? s.get_int(sd::height.name) : size_default();
+  const int64_t w = (both || (independent && s.has(sd::width.name))) ? s.get_int(sd::width.name) : size_default();
   sd::check_image_size(h, w, f, s.block_path());
   return {h, w};
 }
@@ -66,6 +70,12 @@ void SDSetTimestepsStep::run(Components& c, BlockState& s) const {
 
 // ---------------------------------------------------------------- sd.img2img_set_timesteps
 
+SDImg2ImgSetTimestepsStep::SDImg2ImgSetTimestepsStep(const ValueMap& p)
+    : default_strength_(param_value(p, default_strength).to_float(default_strength.name)) {
+  if (!(default_strength_ > 0.0 && default_strength_ <= 1.0))
+    throw std::invalid_argument("param 'default_strength' must be in (0, 1], got " + std::to_string(default_strength_));
+}
+
 BlockSpec SDImg2ImgSetTimestepsStep::spec() const {
   return BlockSpec(kId, kDescription)
       .component(sd::scheduler_component())
@@ -76,17 +86,20 @@ BlockSpec SDImg2ImgSetTimestepsStep::spec() const {
       .output(sd::timesteps_out)
       .output(sd::num_inference_steps_out)
       .output(sd::latent_timestep_out)
-      .output(sd::scheduler_setup_out);
+      .output(sd::scheduler_setup_out)
+      .output(sd::strength_out);
 }
 
 void SDImg2ImgSetTimestepsStep::run(Components& c, BlockState& s) const {
   auto scheduler = c.get_as<Scheduler>("scheduler");
   const int64_t n = s.get_int(sd::num_inference_steps.name);
   const int64_t batch = sd::total_batch(s);
+  const double strength = s.has(sd::strength.name) ? s.get_float(sd::strength.name) : default_strength_;
+  s.set(sd::strength_out.name, Value(strength));
   StrengthTimesteps kept;
   try {
     scheduler->set_timesteps(n);
-    kept = strength_timesteps(*scheduler, n, s.get_float(sd::strength.name));
+    kept = strength_timesteps(*scheduler, n, strength);
   } catch (const Error& e) {
     throw InputError(e.message(), {}, s.block_path(), e.hint());
   }
@@ -98,6 +111,9 @@ void SDImg2ImgSetTimestepsStep::run(Components& c, BlockState& s) const {
 }
 
 // ---------------------------------------------------------------- sd.prepare_latents
+
+SDPrepareLatentsStep::SDPrepareLatentsStep(const ValueMap& p)
+    : independent_sizes_(param_value(p, independent_sizes).to_bool(independent_sizes.name)) {}
 
 BlockSpec SDPrepareLatentsStep::spec() const {
   return BlockSpec(kId, kDescription)
@@ -124,9 +140,11 @@ void SDPrepareLatentsStep::run(Components& c, BlockState& s) const {
   auto scheduler = c.get_as<Scheduler>("scheduler");
   sd::ensure_scheduler(*scheduler, s);
   const int64_t f = sd::vae_scale_factor(*vae);
-  auto [h, w] = text2image_size(c, s, f);
+  auto [h, w] = text2image_size(c, s, f, independent_sizes_);
   const int64_t batch = sd::total_batch(s);
-  const std::vector<int64_t> shape{batch, vae->config.latent_channels, h / f, w / f};
+  // Text-to-image latents have the UNet's input channels (diffusers' num_channels_latents).
+  const int64_t channels = c.get_as<UNet2DConditionModelImpl>("unet")->config.in_channels;
+  const std::vector<int64_t> shape{batch, channels, h / f, w / f};
   at::Tensor latents;
   if (s.has(sd::latents_in.name) && !s.has(sd::seed.name) && !s.has(sd::generator.name)) {
     // Given latents and no seed: nothing to draw here; a stochastic scheduler then draws from its default
@@ -223,7 +241,15 @@ void SDInpaintPrepareLatentsStep::run(Components& c, BlockState& s) const {
   const int64_t f = sd::vae_scale_factor(*vae);
   const at::Tensor& pixels = s.get(sd::image.name).images(sd::image.name).pixels;
   const at::Tensor& mask_pixels = s.get(sd::mask_image.name).images(sd::mask_image.name).pixels;
-  auto [h, w] = default_height_width(pixels, opt_int(s, sd::height.name), opt_int(s, sd::width.name), f);
+  // As the inpainting pipelines: a missing side defaults to unet.sample_size × factor (not the image's size),
+  // and the image and mask are resized to it.
+  auto unet_side = [&]() -> std::optional<int64_t> {
+    if (!unet->config.sample_size) return std::nullopt;
+    return *unet->config.sample_size * f;
+  };
+  const std::optional<int64_t> h_in = s.has(sd::height.name) ? opt_int(s, sd::height.name) : unet_side();
+  const std::optional<int64_t> w_in = s.has(sd::width.name) ? opt_int(s, sd::width.name) : unet_side();
+  auto [h, w] = default_height_width(pixels, h_in, w_in, f);
   sd::check_image_size(h, w, f, s.block_path());
   const int64_t batch = sd::total_batch(s);
   const int64_t unet_channels = unet->config.in_channels;
@@ -234,6 +260,8 @@ void SDInpaintPrepareLatentsStep::run(Components& c, BlockState& s) const {
                          std::to_string(2 * latent_channels + 1) + " (an inpainting UNet)",
                      {}, s.block_path());
   const bool blend = unet_channels == latent_channels;
+  if (!s.has(sd::strength.name))
+    throw InputError("strength is not set (sd.img2img_set_timesteps sets it before this block)", {}, s.block_path());
   const bool strength_max = s.get_float(sd::strength.name) == 1.0;
 
   at::Tensor init_image = preprocess_image(pixels, h, w, "lanczos", f);       // [b, 3, h, w] in [-1, 1]

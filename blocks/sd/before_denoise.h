@@ -23,10 +23,16 @@ class SDImg2ImgSetTimestepsStep final : public LeafBlock {
   static constexpr const char* kId = "sd.img2img_set_timesteps";
   static constexpr const char* kDescription =
       "Schedule for image2image / inpainting: the last int(n*strength) timesteps, and latent_timestep";
-  static std::vector<InputParam> params() { return {}; }
-  explicit SDImg2ImgSetTimestepsStep(const ValueMap& = {}) {}
+  /// Construction param: the strength when the `strength` input is absent (diffusers' pipelines differ).
+  static inline const InputParam default_strength{"default_strength", Kind::Float,
+                                                  "strength when the input is absent", false, Value(0.8)};
+  static std::vector<InputParam> params() { return {default_strength}; }
+  explicit SDImg2ImgSetTimestepsStep(const ValueMap& params = {});
   BlockSpec spec() const override;
   void run(Components& components, BlockState& state) const override;
+
+ private:
+  double default_strength_;
 };
 
 /// sd.prepare_latents — text2image's initial latents [B*n, C, H/f, W/f]: given `latents` (checked) or standard
@@ -37,10 +43,18 @@ class SDPrepareLatentsStep final : public LeafBlock {
   static constexpr const char* kId = "sd.prepare_latents";
   static constexpr const char* kDescription =
       "Initial latents for text2image: given latents or seeded noise, × init_noise_sigma";
-  static std::vector<InputParam> params() { return {}; }
-  explicit SDPrepareLatentsStep(const ValueMap& = {}) {}
+  /// Construction param: default a missing height or width on its own (SDXL) instead of both together as soon as
+  /// one is missing (StableDiffusionPipeline's `if not height or not width`).
+  static inline const InputParam independent_sizes{"independent_sizes", Kind::Bool,
+                                                   "default height and width each on its own (SDXL's rule)", false,
+                                                   Value(false)};
+  static std::vector<InputParam> params() { return {independent_sizes}; }
+  explicit SDPrepareLatentsStep(const ValueMap& params = {});
   BlockSpec spec() const override;
   void run(Components& components, BlockState& state) const override;
+
+ private:
+  bool independent_sizes_;
 };
 
 /// sd.img2img_prepare_latents — image2image's initial latents: image_latents expanded to the batch, noise

@@ -66,8 +66,8 @@ void SDTextEncoderStep::run(Components& c, BlockState& s) const {
     if (s.has(sd::clip_skip.name)) {
       const int64_t skip = s.get_int(sd::clip_skip.name);
       const int64_t layers = te->text_model->config.num_hidden_layers();
-      if (skip < 0 || skip >= layers)
-        throw InputError("clip_skip must be in [0, " + std::to_string(layers - 1) + "] for this text encoder, got " +
+      if (skip < 0 || skip > layers)  // hidden_states has layers + 1 entries (the embeddings first)
+        throw InputError("clip_skip must be in [0, " + std::to_string(layers) + "] for this text encoder, got " +
                              std::to_string(skip),
                          {}, s.block_path());
       CLIPTextModelOutput out = te->forward(ids, {}, /*output_hidden_states=*/true);

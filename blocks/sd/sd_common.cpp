@@ -171,16 +171,23 @@ void apply_vae_tiling(Components& c, AutoencoderKLImpl& vae) {
   vae.enable_tiling(c.config(vae_tiling.name).to_bool(vae_tiling.name));
 }
 
+// The SD and SDXL pipelines scale by scaling_factor only (shift_factor belongs to SD3/Flux VAEs; SDXL's
+// latents_mean/latents_std are not supported yet: VAEs that set them are refused rather than mis-scaled).
+namespace {
+void check_plain_scaling(const AutoencoderKLImpl& vae) {
+  if (vae.config.latents_mean || vae.config.latents_std)
+    throw ModelLoadError("this VAE config sets latents_mean/latents_std, which the SD/SDXL blocks do not apply yet");
+}
+}  // namespace
+
 at::Tensor to_vae_latents(const at::Tensor& z, const AutoencoderKLImpl& vae) {
-  at::Tensor x = z;
-  if (vae.config.shift_factor) x = x - *vae.config.shift_factor;
-  return x * vae.config.scaling_factor;
+  check_plain_scaling(vae);
+  return z * vae.config.scaling_factor;
 }
 
 at::Tensor from_vae_latents(const at::Tensor& latents, const AutoencoderKLImpl& vae) {
-  at::Tensor z = latents / vae.config.scaling_factor;
-  if (vae.config.shift_factor) z = z + *vae.config.shift_factor;
-  return z;
+  check_plain_scaling(vae);
+  return latents / vae.config.scaling_factor;
 }
 
 at::Tensor encode_image(AutoencoderKLImpl& vae, const at::Tensor& image, at::Generator& gen) {

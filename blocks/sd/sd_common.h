@@ -61,7 +61,7 @@ void ensure_scheduler(Scheduler& scheduler, const BlockState& s);
 /// Switches the VAE's tiling to the pipeline config `vae_tiling` (the block must declare sd::vae_tiling).
 void apply_vae_tiling(Components& c, AutoencoderKLImpl& vae);
 
-/// Scales latents into the VAE's space and back: (z - shift) * scale, z / scale + shift.
+/// Scales VAE latents into the UNet's space and back (× / ÷ scaling_factor, as the SD and SDXL pipelines).
 at::Tensor to_vae_latents(const at::Tensor& unet_latents, const AutoencoderKLImpl& vae);
 at::Tensor from_vae_latents(const at::Tensor& vae_latents, const AutoencoderKLImpl& vae);
 

@@ -53,8 +53,10 @@ inline const InputParam timesteps{"timesteps", Kind::Tensor, "Timesteps of the d
 inline const OutputParam timesteps_out{"timesteps", Kind::Tensor, "Timesteps of the denoising loop"};
 inline const InputParam strength{"strength", Kind::Float,
                                  "How much to transform the input image, in (0, 1]: the last int(n*strength) of n "
-                                 "steps run",
-                                 false, Value(0.8)};
+                                 "steps run (× the scheduler's order); absent: the workflow's default (diffusers': "
+                                 "SD image2image 0.8, SD inpainting 1.0, SDXL image2image 0.3, SDXL inpainting 0.9999)"};
+inline const OutputParam strength_out{"strength", Kind::Float, "The strength this run uses (the workflow's default "
+                                                               "when none was given)"};
 inline const InputParam latent_timestep{"latent_timestep", Kind::Tensor,
                                         "First kept timestep [B]: the noise level of the initial latents", true};
 inline const OutputParam latent_timestep_out{"latent_timestep", Kind::Tensor,

@@ -57,8 +57,12 @@ void SDXLPrepareAdditionalConditioningStep::run(Components& c, BlockState& s) co
   const auto orig = pair_of(original_size.name, hw), crop = pair_of(crops_coords_top_left.name, {0, 0}),
              target = pair_of(target_size.name, hw);
   at::Tensor pos = ids(orig, crop, target);
-  at::Tensor neg = ids(pair_of(negative_original_size.name, orig), pair_of(negative_crops_coords_top_left.name, crop),
-                       pair_of(negative_target_size.name, target));
+  // StableDiffusionXLPipeline: the negative ids equal the positive ones unless both negative sizes are given;
+  // then the negative crop defaults to (0, 0), not to the positive crop.
+  at::Tensor neg = pos;
+  if (s.has(negative_original_size.name) && s.has(negative_target_size.name))
+    neg = ids(pair_of(negative_original_size.name, {}), pair_of(negative_crops_coords_top_left.name, {0, 0}),
+              pair_of(negative_target_size.name, {}));
 
   const auto& cfg = unet->config;
   if (!cfg.addition_embed_type || *cfg.addition_embed_type != "text_time")

@@ -32,6 +32,12 @@ Encoded encode(const CLIPTokenizer& tok, Model& te, const std::vector<std::strin
   return {hs[hs.size() - 2 - static_cast<size_t>(skip)], out.text_embeds};  // hidden_states[-(skip + 2)]
 }
 
+/// Python's `x or fallback` for prompt lists: an absent, empty list or a single "" falls back.
+std::vector<std::string> or_fallback(std::vector<std::string> v, const std::vector<std::string>& fallback) {
+  const bool empty = v.empty() || (v.size() == 1 && v[0].empty());
+  return empty ? fallback : v;
+}
+
 std::vector<std::string> matched(std::vector<std::string> v, int64_t b, const std::string& what,
                                  const std::string& path) {
   if (v.size() == 1 && b > 1) v.assign(static_cast<size_t>(b), v[0]);
@@ -71,7 +77,8 @@ void SDXLTextEncoderStep::run(Components& c, BlockState& s) const {
   std::vector<std::string> prompts = sd::prompt_list(s, sd::prompt.name);
   if (prompts.empty()) throw InputError("give a prompt", {}, s.block_path(), "--set prompt=\"a photo of a cat\"");
   const int64_t b = static_cast<int64_t>(prompts.size());
-  std::vector<std::string> prompts_2 = matched(sd::prompt_list(s, prompt_2.name, prompts), b, "prompt_2", s.block_path());
+  std::vector<std::string> prompts_2 =
+      matched(or_fallback(sd::prompt_list(s, prompt_2.name), prompts), b, "prompt_2", s.block_path());
   auto tok = c.get_as<CLIPTokenizer>("tokenizer");
   auto tok_2 = c.get_as<CLIPTokenizer>("tokenizer_2");
   auto te = c.get_as<CLIPTextModelImpl>("text_encoder");
@@ -82,8 +89,8 @@ void SDXLTextEncoderStep::run(Components& c, BlockState& s) const {
     skip = s.get_int(sd::clip_skip.name);
     const int64_t layers = std::min(te->text_model->config.num_hidden_layers(),
                                     te_2->text_model->config.num_hidden_layers());
-    if (skip < 0 || skip + 1 >= layers)
-      throw InputError("clip_skip must be in [0, " + std::to_string(layers - 2) + "] for these text encoders, got " +
+    if (skip < 0 || skip + 1 > layers)  // hidden_states[-(clip_skip + 2)] of layers + 1 entries
+      throw InputError("clip_skip must be in [0, " + std::to_string(layers - 1) + "] for these text encoders, got " +
                            std::to_string(skip),
                        {}, s.block_path());
   }
@@ -104,10 +111,10 @@ void SDXLTextEncoderStep::run(Components& c, BlockState& s) const {
     s.set(sd::negative_pooled_prompt_embeds.name, at::zeros_like(pooled));
     return;
   }
-  std::vector<std::string> negs = matched(sd::prompt_list(s, sd::negative_prompt.name, {""}), b, "negative_prompt",
-                                          s.block_path());
+  std::vector<std::string> negs = matched(or_fallback(sd::prompt_list(s, sd::negative_prompt.name), {""}), b,
+                                          "negative_prompt", s.block_path());
   std::vector<std::string> negs_2 =
-      matched(sd::prompt_list(s, negative_prompt_2.name, negs), b, "negative_prompt_2", s.block_path());
+      matched(or_fallback(sd::prompt_list(s, negative_prompt_2.name), negs), b, "negative_prompt_2", s.block_path());
   Encoded n1 = encode(*tok, *te, negs, embeds.size(1), 0);  // penultimate states, no clip_skip (as diffusers)
   Encoded n2 = encode(*tok_2, *te_2, negs_2, embeds.size(1), 0);
   s.set(sd::negative_prompt_embeds.name, at::cat({n1.states, n2.states}, -1).to(at::kFloat));

@@ -162,6 +162,7 @@ TEST_CASE("sd: bad input is a clear error before denoising", "[sd]") {
   ValueMap in = text2image(1, 2);
   SECTION("height not a multiple of the VAE factor") {
     in["height"] = Value(int64_t{63});
+    in["width"] = Value(int64_t{64});  // (given alone, SD's rule replaces both by the default size)
     CHECK_THROWS_WITH(p->run(in), Contains("multiples of the VAE scale factor 2") && Contains("63"));
   }
   SECTION("strength 0 and above 1") {
@@ -321,4 +322,27 @@ TEST_CASE("sd: guidance_scale <= 1 means no classifier-free guidance, as in diff
   PipelineState half = sd_pipeline()->run(in);
   CHECK_FALSE(half.has("negative_prompt_embeds"));
   CHECK(at::equal(one, half.get("latents").tensor()));
+}
+
+TEST_CASE("sd/sdxl: workflow defaults follow diffusers' pipelines", "[sd]") {
+  ValueMap in = text2image(29, 10);
+  in["output_type"] = Value("latent");
+  in["image"] = Value(gradient_image(48, 48));
+  // image2image: strength 0.8 (SD) / 0.3 (SDXL) → 8 / 3 of 10 steps; the image keeps its own size.
+  PipelineState i2i = sd_pipeline()->run(in);
+  CHECK(i2i.get("num_inference_steps").to_int() == 8);
+  CHECK(i2i.get("latents").tensor().sizes() == at::IntArrayRef({1, 4, 24, 24}));
+  CHECK(sd_pipeline("sdxl")->run(in).get("num_inference_steps").to_int() == 3);
+  // inpainting: strength 1.0 (SD) / 0.9999 (SDXL); the size defaults to the UNet's (64), not the image's (48).
+  in["mask_image"] = Value(center_mask(48, 48));
+  PipelineState inp = sd_pipeline()->run(in);
+  CHECK(inp.get("num_inference_steps").to_int() == 10);
+  CHECK(inp.get("latents").tensor().sizes() == at::IntArrayRef({1, 4, 32, 32}));
+  CHECK(sd_pipeline("sdxl")->run(in).get("num_inference_steps").to_int() == 9);  // int(10 * 0.9999)
+  // text2image with only a width: SD replaces both by the default, SDXL keeps the width.
+  ValueMap t2i = text2image(29, 1);
+  t2i["output_type"] = Value("latent");
+  t2i["width"] = Value(int64_t{32});
+  CHECK(sd_pipeline()->run(t2i).get("latents").tensor().sizes() == at::IntArrayRef({1, 4, 32, 32}));
+  CHECK(sd_pipeline("sdxl")->run(t2i).get("latents").tensor().sizes() == at::IntArrayRef({1, 4, 32, 16}));
 }

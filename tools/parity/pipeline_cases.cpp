@@ -3,6 +3,7 @@
 
 #include <cstdlib>
 #include <filesystem>
+#include <set>
 
 #include "blocks/register.h"
 #include "engine/pipeline.h"
@@ -110,6 +111,22 @@ ParityResult run_pipeline_case(const ParityCase& c) {
     g.loc = SourceLoc{c.file};
     recipe.components["guider"] = g;
   }
+  if (sdxl && p.contains("force_zeros_for_empty_prompt") && p["force_zeros_for_empty_prompt"].is_boolean())
+    recipe.configs["force_zeros_for_empty_prompt"] =
+        RecipeConfig{Value(p["force_zeros_for_empty_prompt"].get<bool>()), SourceLoc{c.file}};
+  // A parameter the runner does not know would be silently ignored: refuse it instead.
+  static const std::set<std::string> kKnown = {
+      "model", "prompt", "negative_prompt", "prompt_2", "negative_prompt_2", "num_inference_steps",
+      "guidance_scale", "guidance_rescale", "height", "width", "strength", "clip_skip", "num_images_per_prompt",
+      "original_size", "crops_coords_top_left", "target_size", "negative_original_size",
+      "negative_crops_coords_top_left", "negative_target_size", "eta", "generator_seed", "latents_seed",
+      "output_type", "scheduler_class", "scheduler_config", "guider", "guider_config", "force_zeros_for_empty_prompt",
+      "num_random_draws", "random_draw_order", "max_abs_diff_vs_standard_pipeline", "equals_standard_pipeline"};
+  for (auto it = p.begin(); it != p.end(); ++it)
+    if (!kKnown.count(it.key()) && !it.value().is_null())
+      throw ValidationError("pipeline case parameter '" + it.key() + "' is not supported by the pipeline runner");
+  if (p.contains("scheduler_config") && !p.contains("scheduler_class"))
+    throw ValidationError("scheduler_config without scheduler_class: the runner needs the class");
   // The same registry for every case: a Registry is not copyable, and cases only read it.
   auto pipe = Pipeline::from_recipe(std::move(recipe), const_cast<Registry&>(full_registry()));
   pipe->validate();
@@ -119,10 +136,23 @@ ParityResult run_pipeline_case(const ParityCase& c) {
   auto set_if = [&](const char* key, const std::string& name) {
     if (!p.contains(key) || p[key].is_null()) return;
     const auto& v = p[key];
-    if (v.is_string()) in[name] = Value(v.get<std::string>());
-    else if (v.is_number_integer()) in[name] = Value(v.get<int64_t>());
-    else if (v.is_number()) in[name] = Value(v.get<double>());
-    else if (v.is_array()) in[name] = Value(int_list(v));
+    if (v.is_string()) {
+      in[name] = Value(v.get<std::string>());
+    } else if (v.is_boolean()) {
+      in[name] = Value(v.get<bool>());
+    } else if (v.is_number_integer()) {
+      in[name] = Value(v.get<int64_t>());
+    } else if (v.is_number()) {
+      in[name] = Value(v.get<double>());
+    } else if (v.is_array() && !v.empty() && v[0].is_string()) {
+      std::vector<std::string> list;
+      for (const auto& e : v) list.push_back(e.get<std::string>());
+      in[name] = Value(list);  // a batch of prompts
+    } else if (v.is_array()) {
+      in[name] = Value(int_list(v));
+    } else {
+      throw ValidationError("parameter '" + std::string(key) + "' has a form the runner cannot pass: " + v.dump());
+    }
   };
   for (const char* k : {"prompt", "negative_prompt", "prompt_2", "negative_prompt_2", "num_inference_steps",
                         "guidance_scale", "height", "width", "strength", "clip_skip", "num_images_per_prompt",
@@ -131,7 +161,9 @@ ParityResult run_pipeline_case(const ParityCase& c) {
     set_if(k, k);
   if (p.contains("eta") && p["eta"].is_number()) in["eta"] = Value(p["eta"].get<double>());
   if (p.contains("generator_seed")) in["seed"] = Value(p["generator_seed"].get<int64_t>());
-  in["output_type"] = Value(p.value("output_type", std::string("np")));
+  in["output_type"] = Value(p.contains("output_type") && p["output_type"].is_string()
+                                ? p["output_type"].get<std::string>()
+                                : std::string("np"));
   if (c.inputs.contains("latents")) in["latents"] = Value(required_parity_tensor(c, "latents"));
   if (c.inputs.contains("init_image")) in["image"] = Value(ImageBatch{required_parity_tensor(c, "init_image")});
   if (c.inputs.contains("mask_image")) in["mask_image"] = Value(ImageBatch{required_parity_tensor(c, "mask_image")});
@@ -155,7 +187,8 @@ ParityResult run_pipeline_case(const ParityCase& c) {
     at::Tensor got;
     if (name == "images") {
       got = state_tensor("images");
-      if (got.defined()) got = got.permute({0, 2, 3, 1});  // [B, 3, H, W] → NHWC as diffusers' np output
+      const std::string type = p.value("output_type", std::string("np"));
+      if (got.defined() && type != "pt") got = got.permute({0, 2, 3, 1});  // [B, 3, H, W] → NHWC (np/pil)
     } else if (name == "out_latents") {
       got = state_tensor("latents");
     } else if (name == "step_latents") {
