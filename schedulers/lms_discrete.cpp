@@ -96,9 +96,11 @@ SchedulerOutput LMSDiscreteScheduler::step(const at::Tensor& model_output, doubl
   derivatives_.push_back((sample - x0) / sigma);
   if (static_cast<int64_t>(derivatives_.size()) > order_) derivatives_.erase(derivatives_.begin());
   const int64_t order = std::min(i + 1, order_);
-  // Newest derivative first, as diffusers zips the coefficients with reversed(derivatives).
+  // Newest derivative first, as diffusers zips the coefficients with reversed(derivatives). zip stops at the shorter
+  // list: a run that starts mid-schedule (image2image's begin index) has fewer derivatives than `order`.
+  const int64_t terms = std::min<int64_t>(order, static_cast<int64_t>(derivatives_.size()));
   at::Tensor acc;
-  for (int64_t k = 0; k < order; ++k) {
+  for (int64_t k = 0; k < terms; ++k) {
     at::Tensor term = lms_coefficient(order, i, k) * derivatives_[derivatives_.size() - 1 - k];
     acc = acc.defined() ? acc + term : term;
   }
