@@ -9,6 +9,7 @@
 #include "engine/components.h"
 #include "models/common/precision.h"
 #include "models/loading/config_reader.h"
+#include "models/loading/skip_init.h"
 #include "models/loading/diffusers_folder.h"
 #include "models/loading/state_dict.h"
 
@@ -39,7 +40,11 @@ ComponentPtr create_diffusers_model(const ComponentSpec& spec, const std::string
   cfg.apply_overrides(spec.config);
   Config config = Config::from_config(cfg);
   const at::ScalarType dtype = model_compute_dtype(config, requested);
-  auto model = std::make_shared<Impl>(std::move(config));
+  std::shared_ptr<Impl> model;
+  {
+    SkipRandomInit skip;  // every parameter is loaded below (strictly: none keeps its uninitialised memory)
+    model = std::make_shared<Impl>(std::move(config));
+  }
   load_state_dict(*model, resolve_weight_files(component_dir(spec.from, spec.subfolder), weights_name, spec.variant),
                   dtype);
   model->eval();

@@ -11,6 +11,7 @@
 #include "models/common/attention_dispatch.h"
 #include "models/common/precision.h"
 #include "models/loading/config_reader.h"
+#include "models/loading/skip_init.h"
 #include "models/loading/diffusers_folder.h"
 #include "models/loading/state_dict.h"
 #include "models/text/clip_tokenizer.h"
@@ -254,7 +255,11 @@ std::shared_ptr<Impl> load_text_model(const std::string& folder, const std::stri
   config.apply_overrides(overrides);
   const CLIPTextConfig options = CLIPTextConfig::from_config(config);
   config.finish();
-  auto model = std::make_shared<Impl>(options);
+  std::shared_ptr<Impl> model;
+  {
+    SkipRandomInit skip;  // every parameter is loaded below
+    model = std::make_shared<Impl>(options);
+  }
   LoadStateDictOptions load;
   load.dtype = dtype;
   load.ignore = {"position_ids"};  // transformers' non-persistent buffer, present in older checkpoints

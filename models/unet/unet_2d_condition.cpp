@@ -12,6 +12,7 @@
 #include "models/common/resnet.h"
 #include "models/common/transformer_2d.h"
 #include "models/loading/component_factory.h"
+#include "models/loading/skip_init.h"
 #include "models/loading/config_reader.h"
 #include "models/loading/diffusers_folder.h"
 #include "models/loading/state_dict.h"
@@ -367,7 +368,11 @@ std::shared_ptr<UNet2DConditionModelImpl> UNet2DConditionModelImpl::from_pretrai
                                                                                      at::ScalarType dtype) {
   ModelConfig cfg = ModelConfig::from_folder(folder, subfolder);
   if (overrides.is_object() && !overrides.empty()) cfg.apply_overrides(overrides);
-  auto model = std::make_shared<UNet2DConditionModelImpl>(UNet2DConditionModelConfig::from_config(cfg));
+  std::shared_ptr<UNet2DConditionModelImpl> model;
+  {
+    SkipRandomInit skip;  // every parameter is loaded below
+    model = std::make_shared<UNet2DConditionModelImpl>(UNet2DConditionModelConfig::from_config(cfg));
+  }
   const std::string dir = component_dir(folder, subfolder);
   load_state_dict(*model, resolve_weight_files(dir, kDiffusersWeightsName, variant), dtype);
   model->eval();

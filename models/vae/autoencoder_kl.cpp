@@ -8,6 +8,7 @@
 #include "engine/error.h"
 #include "engine/registry.h"
 #include "models/loading/component_factory.h"
+#include "models/loading/skip_init.h"
 #include "models/loading/config_reader.h"
 #include "models/loading/diffusers_folder.h"
 #include "models/loading/state_dict.h"
@@ -106,7 +107,11 @@ std::shared_ptr<AutoencoderKLImpl> AutoencoderKLImpl::from_pretrained(const std:
   cfg.apply_overrides(overrides);
   AutoencoderKLConfig config = AutoencoderKLConfig::from_config(cfg);
   const at::ScalarType compute_dtype = model_compute_dtype(config, dtype);
-  auto model = std::make_shared<AutoencoderKLImpl>(std::move(config));
+  std::shared_ptr<AutoencoderKLImpl> model;
+  {
+    SkipRandomInit skip;  // every parameter is loaded below
+    model = std::make_shared<AutoencoderKLImpl>(std::move(config));
+  }
   load_state_dict(*model, resolve_weight_files(component_dir(folder, subfolder), kDiffusersWeightsName, variant),
                   compute_dtype);
   model->eval();
