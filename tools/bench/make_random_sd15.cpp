@@ -29,6 +29,7 @@
 
 #include <torch/torch.h>
 
+#include "tools/bench/sd15_configs.h"
 #include "engine/runtime.h"
 #include "engine/safetensors.h"
 #include "models/loading/config_reader.h"
@@ -38,71 +39,10 @@
 
 namespace fs = std::filesystem;
 using namespace tessera;
+using namespace tessera::bench;
 using Clock = std::chrono::steady_clock;
 
 namespace {
-
-// runwayml/stable-diffusion-v1-5 unet/config.json (as tools/bench/unet_bench.cpp).
-const char* kUNetConfig = R"({
-  "_class_name": "UNet2DConditionModel",
-  "_diffusers_version": "0.40.0",
-  "act_fn": "silu",
-  "attention_head_dim": 8,
-  "block_out_channels": [320, 640, 1280, 1280],
-  "center_input_sample": false,
-  "cross_attention_dim": 768,
-  "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
-  "downsample_padding": 1,
-  "flip_sin_to_cos": true,
-  "freq_shift": 0,
-  "in_channels": 4,
-  "layers_per_block": 2,
-  "mid_block_scale_factor": 1,
-  "norm_eps": 1e-05,
-  "norm_num_groups": 32,
-  "out_channels": 4,
-  "sample_size": 64,
-  "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"]
-})";
-
-// runwayml/stable-diffusion-v1-5 vae/config.json.
-const char* kVaeConfig = R"({
-  "_class_name": "AutoencoderKL",
-  "_diffusers_version": "0.40.0",
-  "act_fn": "silu",
-  "block_out_channels": [128, 256, 512, 512],
-  "down_block_types": ["DownEncoderBlock2D", "DownEncoderBlock2D", "DownEncoderBlock2D", "DownEncoderBlock2D"],
-  "in_channels": 3,
-  "latent_channels": 4,
-  "layers_per_block": 2,
-  "norm_num_groups": 32,
-  "out_channels": 3,
-  "sample_size": 512,
-  "scaling_factor": 0.18215,
-  "up_block_types": ["UpDecoderBlock2D", "UpDecoderBlock2D", "UpDecoderBlock2D", "UpDecoderBlock2D"]
-})";
-
-// runwayml/stable-diffusion-v1-5 text_encoder/config.json (CLIP ViT-L/14's text tower).
-const char* kTextEncoderConfig = R"({
-  "architectures": ["CLIPTextModel"],
-  "attention_dropout": 0.0,
-  "bos_token_id": 0,
-  "eos_token_id": 2,
-  "hidden_act": "quick_gelu",
-  "hidden_size": 768,
-  "initializer_factor": 1.0,
-  "initializer_range": 0.02,
-  "intermediate_size": 3072,
-  "layer_norm_eps": 1e-05,
-  "max_position_embeddings": 77,
-  "model_type": "clip_text_model",
-  "num_attention_heads": 12,
-  "num_hidden_layers": 12,
-  "pad_token_id": 1,
-  "projection_dim": 768,
-  "torch_dtype": "float32",
-  "vocab_size": 49408
-})";
 
 // SD1.5's betas with diffusers' EulerDiscreteScheduler defaults otherwise.
 const char* kSchedulerConfig = R"({
@@ -211,20 +151,20 @@ int main(int argc, char** argv) {
       fs::create_directories(dir / "tokenizer");
       fs::copy(tokenizer, dir / "tokenizer", fs::copy_options::overwrite_existing | fs::copy_options::recursive);
       {
-        ModelConfig c = config_of(kTextEncoderConfig, "SD1.5 text_encoder config");
+        ModelConfig c = config_of(kSd15TextEncoderConfig, "SD1.5 text_encoder config");
         CLIPTextModelImpl m(CLIPTextConfig::from_config(c));
-        write_text(dir / "text_encoder" / "config.json", kTextEncoderConfig);
+        write_text(dir / "text_encoder" / "config.json", kSd15TextEncoderConfig);
         save_fp16(m, dir / "text_encoder" / "model.safetensors");
       }
       {
-        ModelConfig c = config_of(kVaeConfig, "SD1.5 vae config");
+        ModelConfig c = config_of(kSd15VaeConfig, "SD1.5 vae config");
         AutoencoderKLImpl m(AutoencoderKLConfig::from_config(c));
-        write_text(dir / "vae" / "config.json", kVaeConfig);
+        write_text(dir / "vae" / "config.json", kSd15VaeConfig);
         save_fp16(m, dir / "vae" / "diffusion_pytorch_model.safetensors");
       }
       {
-        UNet2DConditionModelImpl m(UNet2DConditionModelConfig::from_json(nlohmann::json::parse(kUNetConfig), "SD1.5 unet config"));
-        write_text(dir / "unet" / "config.json", kUNetConfig);
+        UNet2DConditionModelImpl m(UNet2DConditionModelConfig::from_json(nlohmann::json::parse(kSd15UNetConfig), "SD1.5 unet config"));
+        write_text(dir / "unet" / "config.json", kSd15UNetConfig);
         save_fp16(m, dir / "unet" / "diffusion_pytorch_model.safetensors");
       }
       std::printf("done in %.1f s, peak RSS %.0f MB\n", s_since(t0), peak_rss_mb());

@@ -19,34 +19,14 @@
 #include <ATen/record_function.h>
 #include <torch/torch.h>
 
+#include "tools/bench/sd15_configs.h"
 #include "engine/runtime.h"
 #include "models/unet/unet_2d_condition.h"
 
 using namespace tessera;
+using namespace tessera::bench;
 
 namespace {
-
-// runwayml/stable-diffusion-v1-5 unet/config.json (diffusers defaults for everything not listed).
-const char* kSd15UNetConfig = R"({
-  "_class_name": "UNet2DConditionModel",
-  "act_fn": "silu",
-  "attention_head_dim": 8,
-  "block_out_channels": [320, 640, 1280, 1280],
-  "center_input_sample": false,
-  "cross_attention_dim": 768,
-  "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
-  "downsample_padding": 1,
-  "flip_sin_to_cos": true,
-  "freq_shift": 0,
-  "in_channels": 4,
-  "layers_per_block": 2,
-  "mid_block_scale_factor": 1,
-  "norm_eps": 1e-05,
-  "norm_num_groups": 32,
-  "out_channels": 4,
-  "sample_size": 64,
-  "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"]
-})";
 
 // FLOPs of the outermost Conv/GEMM ops (2·MAC), counted with a RecordFunction observer; nested calls (an addmm
 // inside a convolution fallback) are not counted twice.

@@ -17,28 +17,15 @@
 
 #include <torch/torch.h>
 
+#include "tools/bench/sd15_configs.h"
 #include "engine/runtime.h"
 #include "models/loading/config_reader.h"
 #include "models/vae/autoencoder_kl.h"
 
 using namespace tessera;
+using namespace tessera::bench;
 
 namespace {
-
-// runwayml/stable-diffusion-v1-5 vae/config.json (diffusers defaults for everything not listed).
-const char* kSd15VaeConfig = R"({
-  "_class_name": "AutoencoderKL",
-  "act_fn": "silu",
-  "block_out_channels": [128, 256, 512, 512],
-  "down_block_types": ["DownEncoderBlock2D", "DownEncoderBlock2D", "DownEncoderBlock2D", "DownEncoderBlock2D"],
-  "in_channels": 3,
-  "latent_channels": 4,
-  "layers_per_block": 2,
-  "norm_num_groups": 32,
-  "out_channels": 3,
-  "sample_size": 512,
-  "up_block_types": ["UpDecoderBlock2D", "UpDecoderBlock2D", "UpDecoderBlock2D", "UpDecoderBlock2D"]
-})";
 
 double peak_rss_mb() {
   rusage u{};
