@@ -283,6 +283,15 @@ at::Tensor SafetensorsFile::tensor(const std::string& name) const {
   return at::from_blob(ptr, e.shape, [keep](void*) mutable { keep.reset(); }, opts);
 }
 
+void SafetensorsFile::release(const std::string& name) const {
+  const SafetensorsEntry& e = entry(name);
+  static const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+  const uintptr_t from = reinterpret_cast<uintptr_t>(mapping_->addr) + data_start_ + e.begin;
+  const uintptr_t to = reinterpret_cast<uintptr_t>(mapping_->addr) + data_start_ + e.end;
+  const uintptr_t first = (from + page - 1) / page * page, last = to / page * page;  // whole pages only
+  if (last > first) madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED);
+}
+
 // ---------------------------------------------------------------- writer
 
 void write_file_atomically(const std::string& path, const std::function<void(const ByteSink&)>& body) {

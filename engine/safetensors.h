@@ -47,6 +47,11 @@ class SafetensorsFile {
   const SafetensorsEntry& entry(const std::string& name) const;
   /// The tensor `name` (CPU, contiguous). ModelLoadError if absent (with a did-you-mean hint).
   at::Tensor tensor(const std::string& name) const;
+  /// Drops the resident pages of tensor `name` from this process (madvise MADV_DONTNEED on the whole pages inside
+  /// its byte range) once a converted copy has been made, so a float16 file loaded as float32 does not keep both in
+  /// memory. Only for tensors no view still reads: the pages read back from the file (the mapping is private and
+  /// was never written) if touched again, so this is a memory hint, never a correctness change.
+  void release(const std::string& name) const;
   /// The "__metadata__" strings (empty when the file has none).
   const std::map<std::string, std::string>& metadata() const { return metadata_; }
 

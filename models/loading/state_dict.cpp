@@ -131,7 +131,10 @@ void load_state_dict(torch::nn::Module& module, const std::vector<std::string>& 
     if (it == in_files.end()) continue;  // ignored
     at::Tensor src = it->second.file->tensor(name);
     at::ScalarType want = at::isFloatingType(src.scalar_type()) ? options.dtype : target.scalar_type();
-    if (src.scalar_type() != want) src = src.to(want);
+    if (src.scalar_type() != want) {
+      src = src.to(want);
+      it->second.file->release(name);  // the converted copy is what stays: drop the file's pages for it
+    }
     if (!src.is_contiguous()) src = src.contiguous();
     if (target.device() != src.device()) {
       target.copy_(src);

@@ -3,6 +3,8 @@
 
 #include <filesystem>
 
+#include <unistd.h>
+
 #include "engine/pipeline.h"
 #include "tests/support/test_blocks.h"
 
@@ -172,8 +174,7 @@ blocks:
   }
 }
 
-TEST_CASE("components load lazily from resolved paths", "[engine][pipeline]") {
-  auto p = build(R"(version: 1
+const char* const kLazyRecipe = R"(version: 1
 inputs:
   model: ./models/x
   a: 1
@@ -186,7 +187,10 @@ blocks:
   - name: maybe
     auto:
       - {name: w, block: test.weighted, trigger: use_weights}
-)");
+)";
+
+TEST_CASE("components load lazily from resolved paths", "[engine][pipeline]") {
+  auto p = build(kLazyRecipe);
   INFO(problems_text(*p));
   CHECK(problems_text(*p).empty());
   auto specs = p->resolved_components({{"model", Value("/abs/model")}});
@@ -202,15 +206,17 @@ blocks:
   CHECK(st.get("scaled").to_float() == 10.0);
   CHECK(test::TestWeights::loads == loads);  // the branch that needs it did not run
   CHECK_FALSE(p->components().is_loaded("weights"));
-  // A pretrained component the plan needs must have its folder before anything runs.
-  std::filesystem::remove_all("models/x");
+  // A pretrained component the plan needs must have its folder before anything runs. (Only a fresh temporary
+  // folder is created and removed here: the test may run from any working directory.)
   CHECK_THROWS_WITH(p->run({{"use_weights", Value(true)}}),
                     Contains("component 'weights' (TestWeights): 'models/x/w' does not exist"));
   CHECK(test::TestWeights::loads == loads);
-  std::filesystem::create_directories("models/x/w");
-  p->run({{"use_weights", Value(true)}});
+  const auto dir = std::filesystem::temp_directory_path() / ("tessera_lazy_" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir / "w");
+  auto q = build(kLazyRecipe);
+  q->run({{"use_weights", Value(true)}, {"model", Value(dir.string())}});
   CHECK(test::TestWeights::loads == loads + 1);
-  std::filesystem::remove_all("models");
+  std::filesystem::remove_all(dir);
   CHECK(p->components().spec("weights").from == "models/x");  // recipe-relative, recipe in the working dir
 }
 

@@ -151,6 +151,24 @@ TEST_CASE("safetensors tensors are copy-on-write views that outlive the file obj
   CHECK(at::equal(SafetensorsFile(path).tensor("x"), at::arange(4, at::kFloat)));
 }
 
+TEST_CASE("safetensors release drops a converted tensor's pages; reading it again gives the file's values",
+          "[engine][safetensors]") {
+  TempDir tmp;
+  const std::string path = tmp.file("release.safetensors");
+  // Several pages per tensor, neighbours on both sides so that partial boundary pages are exercised.
+  const at::Tensor a = at::arange(5000, at::kFloat), b = at::arange(20000, at::kHalf), c = at::arange(3000, at::kFloat);
+  save_safetensors(path, {{"a", a}, {"b", b}, {"c", c}});
+  SafetensorsFile f(path);
+  at::Tensor converted = f.tensor("b").to(at::kFloat);
+  f.release("b");
+  f.release("b");  // idempotent
+  CHECK(at::equal(converted, b.to(at::kFloat)));
+  CHECK(at::equal(f.tensor("b"), b));  // pages read back from the file
+  CHECK(at::equal(f.tensor("a"), a));  // neighbours untouched
+  CHECK(at::equal(f.tensor("c"), c));
+  CHECK_THROWS_AS(f.release("nope"), ModelLoadError);
+}
+
 TEST_CASE("safetensors reads misaligned data by copying it", "[engine][safetensors]") {
   TempDir tmp;
   std::string header = R"({"p":{"dtype":"U8","shape":[1],"data_offsets":[0,1]},"x":{"dtype":"F32","shape":[2],"data_offsets":[1,9]}})";
