@@ -1,22 +1,11 @@
 #include "blocks/common/before_denoise.h"
 
-#include <ATen/CPUGeneratorImpl.h>
-#include <spdlog/spdlog.h>
-
-#include <random>
-
 #include "blocks/common/params.h"
+#include "blocks/common/random.h"
 
 namespace tessera {
 
 namespace {
-// Seeds stay below 2^63 so that they round-trip through an Int input (`--set seed=…`).
-int64_t random_seed() {
-  std::random_device rd;
-  uint64_t s = (static_cast<uint64_t>(rd()) << 32) ^ rd();
-  return static_cast<int64_t>(s >> 1);
-}
-
 int64_t positive(const BlockState& s, const InputParam& p) {
   int64_t v = s.get_int(p.name);
   if (v <= 0)
@@ -61,16 +50,7 @@ void PrepareNoiseStep::run(Components&, BlockState& s) const {
                            "); CPU draws are what reproduce diffusers' seeds",
                        {}, s.block_path());
   } else {
-    int64_t sd = 0;
-    if (s.has(seed.name)) {
-      sd = s.get_int(seed.name);
-    } else {
-      sd = random_seed();
-      spdlog::info("{}: no seed given, drew seed {} (reproduce with --set seed={})", s.block_path(), sd, sd);
-      s.set(seed.name, Value(sd));  // written back so that outputs can record it
-    }
-    // Negative seeds wrap to uint64 as in torch.Generator.manual_seed.
-    gen = at::make_generator<at::CPUGeneratorImpl>(static_cast<uint64_t>(sd));
+    gen = cpu_generator(seed_or_random(s, seed.name));
   }
   s.set(latents.name, at::randn({b, channels_, h, w}, gen, at::TensorOptions().dtype(at::kFloat)));
 }

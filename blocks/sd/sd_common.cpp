@@ -1,10 +1,6 @@
 #include "blocks/sd/sd_common.h"
 
-#include <ATen/CPUGeneratorImpl.h>
-#include <spdlog/spdlog.h>
-
-#include <random>
-
+#include "blocks/common/random.h"
 #include "blocks/sd/sd_params.h"
 #include "engine/components.h"
 #include "engine/error.h"
@@ -84,16 +80,7 @@ at::Generator run_generator(BlockState& s) {
       throw InputError("'generator' must be a CPU generator (got one on " + gen.device().str() + ")", {},
                        s.block_path());
   } else {
-    int64_t sd = 0;
-    if (s.has(seed.name)) {
-      sd = s.get_int(seed.name);
-    } else {
-      std::random_device rd;
-      sd = static_cast<int64_t>(((static_cast<uint64_t>(rd()) << 32) ^ rd()) >> 1);
-      spdlog::info("{}: no seed given, drew seed {} (reproduce with --set seed={})", s.block_path(), sd, sd);
-      s.set(seed.name, Value(sd));
-    }
-    gen = at::make_generator<at::CPUGeneratorImpl>(static_cast<uint64_t>(sd));  // negative seeds wrap as in torch
+    gen = cpu_generator(seed_or_random(s, seed.name));
   }
   s.set(generator_out.name, Value(gen));
   return gen;
