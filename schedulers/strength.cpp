@@ -23,6 +23,7 @@ StrengthTimesteps strength_timesteps(Scheduler& scheduler, int64_t num_inference
   StrengthTimesteps out;
   out.timesteps = scheduler.timesteps().slice(0, begin);
   out.num_inference_steps = num_inference_steps - t_start;
+  out.begin_index = begin;
   scheduler.set_begin_index(begin);
   return out;
 }

@@ -10,6 +10,7 @@ namespace tessera {
 struct StrengthTimesteps {
   at::Tensor timesteps;
   int64_t num_inference_steps = 0;
+  int64_t begin_index = 0;  ///< index of the first kept timestep (counts model calls: × order), set on the scheduler
 };
 
 /// After `scheduler.set_timesteps(num_inference_steps)`: keeps the last

@@ -106,8 +106,7 @@ void SDImg2ImgSetTimestepsStep::run(Components& c, BlockState& s) const {
   s.set(sd::timesteps_out.name, kept.timesteps.clone());
   s.set(sd::num_inference_steps_out.name, Value(kept.num_inference_steps));
   s.set(sd::latent_timestep_out.name, kept.timesteps.slice(0, 0, 1).repeat({batch}));  // [B*n]
-  const int64_t begin = (n - kept.num_inference_steps) * scheduler->order();
-  s.set(sd::scheduler_setup_out.name, Value(std::vector<int64_t>{n, begin}));
+  s.set(sd::scheduler_setup_out.name, Value(std::vector<int64_t>{n, kept.begin_index}));
 }
 
 // ---------------------------------------------------------------- sd.prepare_latents

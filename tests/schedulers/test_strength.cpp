@@ -27,6 +27,7 @@ TEST_CASE("strength keeps the tail of the schedule and rejects values outside (0
   auto h = strength_timesteps(*heun, 10, 0.5);
   CHECK(h.num_inference_steps == 5);
   CHECK(h.timesteps.size(0) == heun->timesteps().size(0) - 5 * 2);
+  CHECK(h.begin_index == 5 * 2);
 
   CHECK_THROWS_WITH(strength_timesteps(*ddim, 10, 0.0), Contains("strength must be in (0, 1], got 0"));
   CHECK_THROWS_WITH(strength_timesteps(*ddim, 10, 1.5), Contains("got 1.5"));

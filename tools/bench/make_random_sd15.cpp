@@ -17,7 +17,6 @@
 // safetensors + copy into the parameters), so (b) − (a) is what loading itself costs.
 //
 //   tessera_make_random_sd15 OUT_DIR [--tokenizer DIR] [--seed N] [--time-load] [--only-time-load] [--threads T]
-#include <sys/resource.h>
 
 #include <chrono>
 #include <cstdio>
@@ -29,6 +28,7 @@
 
 #include <torch/torch.h>
 
+#include "tools/bench/bench_util.h"
 #include "tools/bench/sd15_configs.h"
 #include "engine/runtime.h"
 #include "engine/safetensors.h"
@@ -74,12 +74,6 @@ const char* kModelIndex = R"({
 })";
 
 double s_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
-
-double peak_rss_mb() {
-  rusage u{};
-  getrusage(RUSAGE_SELF, &u);
-  return static_cast<double>(u.ru_maxrss) / 1024.0;
-}
 
 void write_text(const fs::path& path, const std::string& text) {
   fs::create_directories(path.parent_path());

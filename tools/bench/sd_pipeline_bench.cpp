@@ -23,7 +23,6 @@
 //
 // BLAS: the CLI has OpenBLAS replace its generic fallback core; run with OPENBLAS_CORETYPE=Cooperlake (on this
 // machine class) to get the same float32 matmul kernels here.
-#include <sys/resource.h>
 
 #include <algorithm>
 #include <chrono>
@@ -38,6 +37,7 @@
 
 #include <torch/torch.h>
 
+#include "tools/bench/bench_util.h"
 #include "blocks/register.h"
 #include "engine/error.h"
 #include "engine/pipeline.h"
@@ -50,6 +50,7 @@
 #include "schedulers/register.h"
 
 using namespace tessera;
+using namespace tessera::bench;
 using Clock = std::chrono::steady_clock;
 
 namespace {
@@ -61,12 +62,6 @@ double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   const size_t n = v.size();
   return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
-double peak_rss_mb() {
-  rusage u{};
-  getrusage(RUSAGE_SELF, &u);
-  return static_cast<double>(u.ru_maxrss) / 1024.0;
 }
 
 /// One UNet call as the denoiser makes it.

@@ -6,7 +6,6 @@
 // softmax float32); inputs are float32 either way and the output is float32.
 //
 //   tessera_bench_unet [--size 32|64] [--runs N] [--threads T] [--dtype fp32|bf16]
-#include <sys/resource.h>
 
 #include <algorithm>
 #include <chrono>
@@ -19,6 +18,7 @@
 #include <ATen/record_function.h>
 #include <torch/torch.h>
 
+#include "tools/bench/bench_util.h"
 #include "tools/bench/sd15_configs.h"
 #include "engine/runtime.h"
 #include "models/unet/unet_2d_condition.h"
@@ -52,12 +52,6 @@ double op_flops(const at::RecordFunction& fn) {
                             ? in[1].toTensor()
                             : in[0].toTensor();
   return 2.0 * static_cast<double>(y.numel()) * static_cast<double>(a.size(-1));
-}
-
-double peak_rss_mb() {
-  rusage u{};
-  getrusage(RUSAGE_SELF, &u);
-  return static_cast<double>(u.ru_maxrss) / 1024.0;
 }
 
 }  // namespace

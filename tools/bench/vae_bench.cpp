@@ -5,7 +5,6 @@
 // --dtype bf16 runs the bfloat16 compute path (weights and activations bf16, group norms float32).
 //
 //   tessera_bench_vae [--latent 64] [--runs N] [--threads T] [--dtype fp32|bf16]
-#include <sys/resource.h>
 
 #include <algorithm>
 #include <chrono>
@@ -17,6 +16,7 @@
 
 #include <torch/torch.h>
 
+#include "tools/bench/bench_util.h"
 #include "tools/bench/sd15_configs.h"
 #include "engine/runtime.h"
 #include "models/loading/config_reader.h"
@@ -26,12 +26,6 @@ using namespace tessera;
 using namespace tessera::bench;
 
 namespace {
-
-double peak_rss_mb() {
-  rusage u{};
-  getrusage(RUSAGE_SELF, &u);
-  return static_cast<double>(u.ru_maxrss) / 1024.0;
-}
 
 }  // namespace
 
