@@ -55,6 +55,7 @@ DDIMScheduler::DDIMScheduler(SchedulerConfig cfg) {
 }
 
 void DDIMScheduler::set_timesteps(int64_t n, const SetTimestepsOptions& options) {
+  if (options.sigmas) throw ValidationError(type() + ".set_timesteps takes no custom sigmas");
   if (options.mu) throw ValidationError("DDIMScheduler.set_timesteps takes no 'mu'");
   check_num_inference_steps(n);
   num_inference_steps_ = n;

@@ -25,6 +25,7 @@ DDPMScheduler::DDPMScheduler(SchedulerConfig cfg) {
 }
 
 void DDPMScheduler::set_timesteps(int64_t n, const SetTimestepsOptions& options) {
+  if (options.sigmas) throw ValidationError(type() + ".set_timesteps takes no custom sigmas");
   if (options.mu) throw ValidationError("DDPMScheduler.set_timesteps takes no 'mu'");
   check_num_inference_steps(n);
   num_inference_steps_ = n;

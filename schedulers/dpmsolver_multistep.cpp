@@ -58,6 +58,7 @@ DPMSolverMultistepScheduler::DPMSolverMultistepScheduler(SchedulerConfig cfg) {
 }
 
 void DPMSolverMultistepScheduler::set_timesteps(int64_t n, const SetTimestepsOptions& options) {
+  if (options.sigmas) throw ValidationError(type() + ".set_timesteps takes no custom sigmas");
   if (options.mu) throw ValidationError("DPMSolverMultistepScheduler: 'mu' needs use_dynamic_shifting, not supported yet");
   check_num_inference_steps(n);
   // Timesteps whose log-SNR is below lambda_min_clipped are cut off (for cosine schedules).

@@ -31,6 +31,7 @@ double EulerAncestralDiscreteScheduler::init_noise_sigma() const {
 }
 
 void EulerAncestralDiscreteScheduler::set_timesteps(int64_t n, const SetTimestepsOptions& options) {
+  if (options.sigmas) throw ValidationError(type() + ".set_timesteps takes no custom sigmas");
   if (options.mu) throw ValidationError("EulerAncestralDiscreteScheduler.set_timesteps takes no 'mu'");
   check_num_inference_steps(n);
   num_inference_steps_ = n;

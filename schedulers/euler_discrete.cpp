@@ -58,6 +58,7 @@ double EulerDiscreteScheduler::init_noise_sigma() const {
 }
 
 void EulerDiscreteScheduler::set_timesteps(int64_t n, const SetTimestepsOptions& options) {
+  if (options.sigmas) throw ValidationError(type() + ".set_timesteps takes no custom sigmas");
   if (options.mu) throw ValidationError("EulerDiscreteScheduler.set_timesteps takes no 'mu'");
   check_num_inference_steps(n);
   num_inference_steps_ = n;

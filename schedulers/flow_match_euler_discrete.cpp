@@ -9,8 +9,12 @@ FlowMatchEulerDiscreteScheduler::FlowMatchEulerDiscreteScheduler(SchedulerConfig
   if (num_train_timesteps_ <= 0) cfg.fail("num_train_timesteps", "must be positive");
   shift_ = cfg.get_float("shift", 1.0);
   use_dynamic_shifting_ = cfg.get_bool("use_dynamic_shifting", false);
-  // Used by pipelines to compute mu from the image size; kept for them, not used here.
-  for (const char* f : {"base_shift", "max_shift", "base_image_seq_len", "max_image_seq_len"}) cfg.accept(f);
+  // Used by pipelines to compute mu from the image size (calculate_shift); kept for them, not used here.
+  base_shift_ = cfg.get_float("base_shift", 0.5);
+  max_shift_ = cfg.get_float("max_shift", 1.15);
+  base_image_seq_len_ = cfg.get_int("base_image_seq_len", 256);
+  max_image_seq_len_ = cfg.get_int("max_image_seq_len", 4096);
+  if (max_image_seq_len_ == base_image_seq_len_) cfg.fail("max_image_seq_len", "must differ from base_image_seq_len");
   invert_sigmas_ = cfg.get_bool("invert_sigmas", false);
   shift_terminal_ = cfg.get_optional_float("shift_terminal");
   use_karras_sigmas_ = cfg.get_bool("use_karras_sigmas", false);
@@ -35,13 +39,26 @@ double FlowMatchEulerDiscreteScheduler::time_shift(double mu, double sigma, doub
 }
 
 void FlowMatchEulerDiscreteScheduler::set_timesteps(int64_t n, const SetTimestepsOptions& options) {
+  if (options.sigmas) {
+    // diffusers: sigmas = np.array(sigmas).astype(np.float32); num_inference_steps = len(sigmas)
+    n = static_cast<int64_t>(options.sigmas->size());
+    if (n == 0) throw ValidationError("FlowMatchEulerDiscreteScheduler: custom sigmas are empty");
+    for (double s : *options.sigmas)
+      if (!(s > 0.0 && s <= 1.0))
+        throw ValidationError("FlowMatchEulerDiscreteScheduler: custom sigmas must lie in (0, 1], got " +
+                              std::to_string(s));
+  }
   check_num_inference_steps(n);
   if (use_dynamic_shifting_ && !options.mu)
     throw ValidationError("FlowMatchEulerDiscreteScheduler: use_dynamic_shifting needs 'mu' in set_timesteps");
   num_inference_steps_ = n;
   const double N = static_cast<double>(num_train_timesteps_);
   std::vector<double> sigmas;
-  for (double t : linspace(sigma_max_ * N, sigma_min_ * N, n)) sigmas.push_back(t / N);
+  if (options.sigmas) {
+    for (double s : *options.sigmas) sigmas.push_back(static_cast<float>(s));
+  } else {
+    for (double t : linspace(sigma_max_ * N, sigma_min_ * N, n)) sigmas.push_back(t / N);
+  }
   for (double& s : sigmas) s = use_dynamic_shifting_ ? time_shift(*options.mu, 1.0, s) : shift_ * s / (1 + (shift_ - 1) * s);
   if (shift_terminal_ && *shift_terminal_ != 0.0) {
     // Stretch so that the last sigma lands exactly on shift_terminal.

@@ -20,10 +20,18 @@ class FlowMatchEulerDiscreteScheduler : public Scheduler {
                        const at::Tensor& timesteps) override;
   double shift() const { return shift_; }
   void set_shift(double shift) { shift_ = shift; }
+  bool use_dynamic_shifting() const { return use_dynamic_shifting_; }
+  /// The config's resolution-dependent shift parameters (pipelines compute `mu` from them with calculate_shift).
+  double base_shift() const { return base_shift_; }
+  double max_shift() const { return max_shift_; }
+  int64_t base_image_seq_len() const { return base_image_seq_len_; }
+  int64_t max_image_seq_len() const { return max_image_seq_len_; }
 
  private:
   double time_shift(double mu, double sigma, double t) const;
   double shift_ = 1.0, sigma_min_ = 0.0, sigma_max_ = 1.0;
+  double base_shift_ = 0.5, max_shift_ = 1.15;
+  int64_t base_image_seq_len_ = 256, max_image_seq_len_ = 4096;
   bool use_dynamic_shifting_ = false, invert_sigmas_ = false, use_karras_sigmas_ = false, stochastic_sampling_ = false;
   std::optional<double> shift_terminal_;
   std::string time_shift_type_;

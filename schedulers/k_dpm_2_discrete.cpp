@@ -28,6 +28,7 @@ double KDPM2DiscreteScheduler::init_noise_sigma() const {
 }
 
 void KDPM2DiscreteScheduler::set_timesteps(int64_t n, const SetTimestepsOptions& options) {
+  if (options.sigmas) throw ValidationError(type() + ".set_timesteps takes no custom sigmas");
   if (options.mu) throw ValidationError("KDPM2DiscreteScheduler.set_timesteps takes no 'mu'");
   check_num_inference_steps(n);
   num_inference_steps_ = n;

@@ -28,6 +28,7 @@ LCMScheduler::LCMScheduler(SchedulerConfig cfg) {
 }
 
 void LCMScheduler::set_timesteps(int64_t n, const SetTimestepsOptions& options) {
+  if (options.sigmas) throw ValidationError(type() + ".set_timesteps takes no custom sigmas");
   if (options.mu) throw ValidationError("LCMScheduler.set_timesteps takes no 'mu'");
   check_num_inference_steps(n);
   if (n > original_inference_steps_)

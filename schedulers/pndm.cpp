@@ -19,6 +19,7 @@ PNDMScheduler::PNDMScheduler(SchedulerConfig cfg) {
 }
 
 void PNDMScheduler::set_timesteps(int64_t n, const SetTimestepsOptions& options) {
+  if (options.sigmas) throw ValidationError(type() + ".set_timesteps takes no custom sigmas");
   if (options.mu) throw ValidationError("PNDMScheduler.set_timesteps takes no 'mu'");
   check_num_inference_steps(n);
   if (!skip_prk_steps_ && n < 4)

@@ -29,6 +29,9 @@ struct SchedulerOutput {
 /// Extra arguments of `set_timesteps` that only some schedulers take (diffusers' keyword arguments).
 struct SetTimestepsOptions {
   std::optional<double> mu;  ///< FlowMatchEulerDiscreteScheduler with use_dynamic_shifting
+  /// Custom noise levels, one per step (diffusers' `sigmas=`; FLUX passes linspace(1, 1/n, n)); the schedule's
+  /// shifting is applied to them. Only schedulers that take custom sigmas accept it (ValidationError otherwise).
+  std::optional<std::vector<double>> sigmas;
 };
 
 /// Reads one scheduler's config (a JSON object, usually scheduler_config.json) field by field with diffusers'

@@ -19,4 +19,9 @@ struct StrengthTimesteps {
 /// Throws InputError when strength is outside (0, 1] (0 would denoise nothing).
 StrengthTimesteps strength_timesteps(Scheduler& scheduler, int64_t num_inference_steps, double strength);
 
+/// The flow-matching pipelines' rule (FluxImg2ImgPipeline, StableDiffusion3Img2ImgPipeline get_timesteps):
+/// init = min(n * strength, n) as a float, t_start = int(max(n - init, 0)) — e.g. 5 steps at 0.7 keep 4, where
+/// strength_timesteps keeps 3. Same checks, same begin index on the scheduler.
+StrengthTimesteps flow_strength_timesteps(Scheduler& scheduler, int64_t num_inference_steps, double strength);
+
 }  // namespace tessera

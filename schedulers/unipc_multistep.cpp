@@ -55,6 +55,7 @@ UniPCMultistepScheduler::UniPCMultistepScheduler(SchedulerConfig cfg) {
 }
 
 void UniPCMultistepScheduler::set_timesteps(int64_t n, const SetTimestepsOptions& options) {
+  if (options.sigmas) throw ValidationError(type() + ".set_timesteps takes no custom sigmas");
   if (options.mu) throw ValidationError("UniPCMultistepScheduler: 'mu' needs use_dynamic_shifting, not supported yet");
   check_num_inference_steps(n);
   std::vector<double> t;

@@ -1,5 +1,6 @@
 #include "blocks/sd/sd_common.h"
 
+#include "blocks/common/flow_match.h"
 #include "blocks/common/random.h"
 #include "blocks/sd/sd_params.h"
 #include "engine/components.h"
@@ -148,6 +149,7 @@ bool needs_unconditional(const Guider& guider) { return guider.is_enabled() && g
 void ensure_scheduler(Scheduler& scheduler, const BlockState& s) {
   if (!s.has(scheduler_setup.name)) return;
   const auto& v = s.get(scheduler_setup.name).int_list(scheduler_setup.name);
+  if (v.size() == 4) return flow::ensure_scheduler(scheduler, s);  // set up by a FLUX / SD3 block
   if (v.size() != 2) throw InputError("scheduler_setup must be [num_inference_steps, begin_index]", {}, s.block_path());
   if (scheduler.num_inference_steps() == v[0] && scheduler.timesteps().defined()) return;
   scheduler.set_timesteps(v[0]);

@@ -56,6 +56,8 @@ bool needs_unconditional(const Guider& guider);
 /// Sets the scheduler up again from the state's `scheduler_setup` when it is not (a run resumed from a checkpoint
 /// after set_timesteps: the checkpoint holds the state, not the scheduler's internals). Single-step schedulers
 /// then continue exactly; multistep ones restart their history. No-op when the scheduler is already set up.
+/// A 4-value setup comes from a flow-matching block (FLUX, SD3) and is restored by flow::ensure_scheduler, so
+/// the SD loop steps also run those families' loops.
 void ensure_scheduler(Scheduler& scheduler, const BlockState& s);
 
 /// Switches the VAE's tiling to the pipeline config `vae_tiling` (the block must declare sd::vae_tiling).

@@ -67,7 +67,8 @@ inline const OutputParam scheduler_setup_out{
     "[num_inference_steps, begin_index] the scheduler was set up with (restores it after a checkpoint load)"};
 inline const InputParam scheduler_setup{
     "scheduler_setup", Kind::IntList,
-    "[num_inference_steps, begin_index] the scheduler was set up with (restores it after a checkpoint load)"};
+    "[num_inference_steps, begin_index] the scheduler was set up with (restores it after a checkpoint load); "
+    "flow-matching families add image_seq_len and flux_sigmas"};
 
 // ---- latents and images
 inline const InputParam latents_in = InputParam::from_template("latents");

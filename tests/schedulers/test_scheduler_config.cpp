@@ -1,9 +1,11 @@
 // Scheduler configuration: diffusers' defaults, mistyped fields, unknown names, bad step counts, registry wiring.
 #include <catch2/catch.hpp>
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 
+#include "schedulers/flow_match_euler_discrete.h"
 #include "schedulers/register.h"
 
 using namespace tessera;
@@ -121,4 +123,35 @@ TEST_CASE("schedulers are registered component types, from config or from a fold
   from.subfolder = "missing";
   CHECK_THROWS_AS(r.create_component(from), ModelLoadError);
   fs::remove_all(dir);
+}
+
+TEST_CASE("FlowMatchEulerDiscreteScheduler takes FLUX's custom sigmas and exposes the shift parameters", "[schedulers]") {
+  nlohmann::json cfg{{"use_dynamic_shifting", true}, {"base_shift", 0.5}, {"max_shift", 1.15},
+                     {"base_image_seq_len", 256}, {"max_image_seq_len", 4096}};
+  auto s = make_scheduler("FlowMatchEulerDiscreteScheduler", cfg);
+  auto* flow = dynamic_cast<FlowMatchEulerDiscreteScheduler*>(s.get());
+  REQUIRE(flow);
+  CHECK(flow->use_dynamic_shifting());
+  CHECK(flow->max_shift() == 1.15);
+  CHECK(flow->max_image_seq_len() == 4096);
+  const double mu = 0.8;
+  SetTimestepsOptions o;
+  o.mu = mu;
+  o.sigmas = std::vector<double>{1.0, 0.75, 0.5, 0.25};  // linspace(1, 1/n, n), n = 4
+  flow->set_timesteps(99, o);                              // the step count comes from the sigmas
+  REQUIRE(flow->timesteps().size(0) == 4);
+  REQUIRE(flow->sigmas().size(0) == 5);
+  for (int k = 0; k < 4; ++k) {
+    const double x = (*o.sigmas)[k];
+    const double expected = std::exp(mu) / (std::exp(mu) + (1.0 / x - 1.0));  // exponential time shift
+    CHECK(flow->sigmas()[k].item<double>() == Approx(expected).epsilon(1e-6));
+    CHECK(flow->timesteps()[k].item<double>() == Approx(expected * 1000).epsilon(1e-6));
+  }
+  CHECK(flow->sigmas()[4].item<double>() == 0.0);
+  o.sigmas = std::vector<double>{1.0, 0.0};
+  CHECK_THROWS_WITH(flow->set_timesteps(2, o), Catch::Matchers::Contains("(0, 1]"));
+  auto ddim = make_scheduler("DDIMScheduler", nlohmann::json::object());
+  SetTimestepsOptions only_sigmas;
+  only_sigmas.sigmas = std::vector<double>{1.0, 0.5};
+  CHECK_THROWS_WITH(ddim->set_timesteps(2, only_sigmas), Catch::Matchers::Contains("takes no custom sigmas"));
 }

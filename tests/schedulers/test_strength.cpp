@@ -54,3 +54,20 @@ TEST_CASE("every scheduler steps through an image2image tail (begin index > 0)",
     CHECK(at::isfinite(x).all().item<bool>());
   }
 }
+
+TEST_CASE("flow-matching strength keeps int(n - n*strength) as the FLUX and SD3 img2img pipelines", "[schedulers]") {
+  auto flow = make_scheduler("FlowMatchEulerDiscreteScheduler", nlohmann::json{{"shift", 3.0}});
+  flow->set_timesteps(5);
+  at::Tensor all = flow->timesteps().clone();
+  // 5 steps at 0.7: t_start = int(5 - 3.5) = 1 → 4 steps (SD's rule would keep int(3.5) = 3).
+  auto kept = flow_strength_timesteps(*flow, 5, 0.7);
+  CHECK(kept.num_inference_steps == 4);
+  CHECK(kept.begin_index == 1);
+  CHECK(at::equal(kept.timesteps, all.slice(0, 1)));
+  flow->set_timesteps(5);
+  CHECK(strength_timesteps(*flow, 5, 0.7).num_inference_steps == 3);
+  flow->set_timesteps(10);
+  CHECK(flow_strength_timesteps(*flow, 10, 0.01).num_inference_steps == 1);  // never zero steps for strength > 0
+  CHECK(flow_strength_timesteps(*flow, 10, 1.0).num_inference_steps == 10);
+  CHECK_THROWS_WITH(flow_strength_timesteps(*flow, 10, 0.0), Contains("strength must be in (0, 1]"));
+}

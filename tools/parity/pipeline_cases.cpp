@@ -3,6 +3,8 @@
 
 #include <cstdlib>
 #include <filesystem>
+#include <map>
+#include <mutex>
 #include <set>
 
 #include "blocks/register.h"
@@ -18,9 +20,6 @@ namespace fs = std::filesystem;
 
 namespace tessera {
 
-namespace {
-
-/// A JSON config (scheduler_config, guider_config) as a Value map; nulls are left out (the default applies).
 Value json_to_value(const nlohmann::json& j) {
   if (j.is_boolean()) return Value(j.get<bool>());
   if (j.is_number_integer()) return Value(j.get<int64_t>());
@@ -43,12 +42,6 @@ Value json_to_value(const nlohmann::json& j) {
   return Value();
 }
 
-std::vector<int64_t> int_list(const nlohmann::json& j) {
-  std::vector<int64_t> v;
-  for (const auto& e : j) v.push_back(e.get<int64_t>());
-  return v;
-}
-
 const Registry& full_registry() {
   static const Registry r = [] {
     Registry x;
@@ -62,7 +55,46 @@ const Registry& full_registry() {
   return r;
 }
 
+namespace {
+
+std::vector<int64_t> int_list(const nlohmann::json& j) {
+  std::vector<int64_t> v;
+  for (const auto& e : j) v.push_back(e.get<int64_t>());
+  return v;
+}
+
+std::mutex& family_mu() {
+  static std::mutex m;
+  return m;
+}
+std::map<std::string, ParityCaseRunner>& family_runners() {
+  static std::map<std::string, ParityCaseRunner> r;
+  return r;
+}
+
+ParityResult run_sd_pipeline_case(const ParityCase& c);
+
 }  // namespace
+
+void register_pipeline_family_runner(const std::string& model_prefix, ParityCaseRunner runner) {
+  std::lock_guard<std::mutex> lock(family_mu());
+  family_runners()[model_prefix] = std::move(runner);
+}
+
+ParityResult run_pipeline_case(const ParityCase& c) {
+  const std::string model = c.params.value("model", std::string("tiny-sd"));
+  ParityCaseRunner family;
+  {
+    std::lock_guard<std::mutex> lock(family_mu());
+    size_t best = 0;
+    for (const auto& [prefix, runner] : family_runners())
+      if (model.rfind(prefix, 0) == 0 && prefix.size() > best) {
+        best = prefix.size();
+        family = runner;
+      }
+  }
+  return family ? family(c) : run_sd_pipeline_case(c);
+}
 
 std::string find_recipes_dir(const std::string& start_dir) {
   if (const char* env = std::getenv("TESSERA_RECIPES_DIR"); env && *env) return env;
@@ -82,7 +114,8 @@ std::string find_recipes_dir(const std::string& start_dir) {
                    "set TESSERA_RECIPES_DIR to the recipes folder of a Tessera checkout or install");
 }
 
-ParityResult run_pipeline_case(const ParityCase& c) {
+namespace {
+ParityResult run_sd_pipeline_case(const ParityCase& c) {
   const nlohmann::json& p = c.params;
   const std::string model = p.value("model", std::string("tiny-sd"));
   const bool sdxl = model.find("sdxl") != std::string::npos;
@@ -206,6 +239,7 @@ ParityResult run_pipeline_case(const ParityCase& c) {
   }
   return cmp.result();
 }
+}  // namespace
 
 void register_pipeline_case_runner() { register_case_runner("pipeline", run_pipeline_case); }
 

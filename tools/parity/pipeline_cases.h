@@ -5,6 +5,8 @@
 /// latents, the latents after every step (step callbacks), and the text embeddings the case records.
 #include <string>
 
+#include "engine/registry.h"
+#include "engine/value.h"
 #include "tools/parity/parity.h"
 
 namespace tessera {
@@ -16,5 +18,14 @@ std::string find_recipes_dir(const std::string& manifest_dir);
 
 ParityResult run_pipeline_case(const ParityCase& c);
 void register_pipeline_case_runner();
+
+/// Pipeline cases of another family (FLUX, SD3…) go to the runner registered for the prefix of their
+/// `params.model` ("tiny-flux", "tiny-sd3"); the longest registered prefix wins, the SD/SDXL runner takes the rest.
+void register_pipeline_family_runner(const std::string& model_prefix, ParityCaseRunner runner);
+
+/// Shared by the family runners: a JSON config (scheduler_config, guider_config) as a Value map (nulls left out),
+/// and the registry with every built-in block, scheduler, guider and model.
+Value json_to_value(const nlohmann::json& j);
+const Registry& full_registry();
 
 }  // namespace tessera
