@@ -259,6 +259,29 @@ std::string model_index_class(const ComponentSpec& spec, const SourceLoc& loc) {
   return j[key][1].get<std::string>();
 }
 
+/// The class model_index.json in `folder` names for `key`, or "" when there is no such file or entry (a folder
+/// that is not a diffusers pipeline folder, e.g. one component's own folder).
+/// `key` "_class_name" gives the pipeline class.
+std::string model_index_entry(const fs::path& folder, const std::string& key) {
+  std::ifstream in(folder / "model_index.json");
+  if (!in) return {};
+  nlohmann::json j = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+  if (!j.is_object() || !j.contains(key)) return {};
+  if (j[key].is_string()) return j[key].get<std::string>();
+  if (!j[key].is_array() || j[key].size() != 2 || !j[key][1].is_string()) return {};
+  return j[key][1].get<std::string>();
+}
+
+/// Whether a model folder's class `found` can stand for the recipe's `wanted` (the fast and slow tokenizers read
+/// the same files).
+bool same_component_class(const std::string& wanted, const std::string& found) {
+  auto base = [](std::string s) {
+    if (s.size() > 4 && s.compare(s.size() - 4, 4, "Fast") == 0) s.resize(s.size() - 4);
+    return s;
+  };
+  return wanted == found || base(wanted) == base(found);
+}
+
 /// For each top-level block of the plan, the pretrained components whose last use is inside it.
 std::map<std::string, std::vector<std::string>> last_uses(const Block& root, const Plan& plan,
                                                           const std::vector<ComponentSpec>& specs) {
@@ -413,6 +436,22 @@ PipelineState Pipeline::run(const ValueMap& inputs, const RunOptions& options) {
                              fs::is_directory(spec.from) ? "the model folder '" + spec.from + "' has no '" +
                                                                spec.subfolder + "/' (is it a different kind of model?)"
                                                          : "check the model path");
+      // A model or tokenizer whose class the folder's model_index.json names otherwise is another family's (a
+      // FLUX folder under the SD3 recipe): say so now instead of failing on weight names later.
+      const ComponentTypeInfo* info = registry_.find_component_type(spec.type);
+      if (!info || (info->category != ComponentCategory::Model && info->category != ComponentCategory::Tokenizer))
+        continue;
+      const std::string found = model_index_entry(spec.from, spec.subfolder.empty() ? spec.name : spec.subfolder);
+      if (!found.empty() && !same_component_class(spec.type, found)) {
+        const std::string pipeline_class = model_index_entry(spec.from, "_class_name");
+        throw ModelLoadError("component '" + spec.name + "' must be a " + spec.type + ", but the model folder's " +
+                                 "model_index.json names " + found + " for '" +
+                                 (spec.subfolder.empty() ? spec.name : spec.subfolder) + "'",
+                             SourceLoc{(fs::path(spec.from) / "model_index.json").string()}, {},
+                             "this recipe (" + recipe_.file + ") does not fit this model folder" +
+                                 std::string(pipeline_class.empty() ? "" : " (a " + pipeline_class + ")") +
+                                 ": use the recipe of its family");
+      }
     }
   }
   for (auto& spec : specs) components_->add_spec(spec);
