@@ -60,4 +60,57 @@ at::Tensor TimestepEmbeddingImpl::forward(const at::Tensor& sample_in, const at:
   return sample;
 }
 
+// ---- DiT conditioning embeddings ----
+
+PixArtAlphaTextProjectionImpl::PixArtAlphaTextProjectionImpl(int64_t in_features, int64_t hidden_size,
+                                                             std::optional<int64_t> out_features, std::string act_fn_)
+    : act_fn(std::move(act_fn_)) {
+  if (act_fn != "gelu_tanh" && act_fn != "silu")
+    throw ModelLoadError("PixArtAlphaTextProjection: act_fn \"" + act_fn +
+                         "\" is not supported (supported: \"gelu_tanh\", \"silu\")");
+  linear_1 = register_module("linear_1", torch::nn::Linear(torch::nn::LinearOptions(in_features, hidden_size).bias(true)));
+  linear_2 = register_module(
+      "linear_2", torch::nn::Linear(torch::nn::LinearOptions(hidden_size, out_features.value_or(hidden_size)).bias(true)));
+}
+
+at::Tensor PixArtAlphaTextProjectionImpl::forward(const at::Tensor& caption) {
+  at::Tensor hidden_states = linear_1(caption);
+  hidden_states = act_fn == "silu" ? at::silu(hidden_states) : at::gelu(hidden_states, "tanh");
+  return linear_2(hidden_states);
+}
+
+CombinedTimestepTextProjEmbeddingsImpl::CombinedTimestepTextProjEmbeddingsImpl(int64_t embedding_dim,
+                                                                               int64_t pooled_projection_dim) {
+  time_proj = register_module("time_proj", Timesteps(TimestepsOptions(256).flip_sin_to_cos(true).downscale_freq_shift(0)));
+  timestep_embedder = register_module("timestep_embedder", TimestepEmbedding(TimestepEmbeddingOptions(256, embedding_dim)));
+  text_embedder =
+      register_module("text_embedder", PixArtAlphaTextProjection(pooled_projection_dim, embedding_dim, std::nullopt, "silu"));
+}
+
+at::Tensor CombinedTimestepTextProjEmbeddingsImpl::forward(const at::Tensor& timestep, const at::Tensor& pooled_projection) {
+  at::Tensor timesteps_proj = time_proj(timestep);                                                  // [B, 256] float32
+  at::Tensor timesteps_emb = timestep_embedder(timesteps_proj.to(pooled_projection.scalar_type()));  // [B, D]
+  at::Tensor pooled_projections = text_embedder(pooled_projection);                                 // [B, D]
+  return timesteps_emb + pooled_projections;
+}
+
+CombinedTimestepGuidanceTextProjEmbeddingsImpl::CombinedTimestepGuidanceTextProjEmbeddingsImpl(
+    int64_t embedding_dim, int64_t pooled_projection_dim) {
+  time_proj = register_module("time_proj", Timesteps(TimestepsOptions(256).flip_sin_to_cos(true).downscale_freq_shift(0)));
+  timestep_embedder = register_module("timestep_embedder", TimestepEmbedding(TimestepEmbeddingOptions(256, embedding_dim)));
+  guidance_embedder = register_module("guidance_embedder", TimestepEmbedding(TimestepEmbeddingOptions(256, embedding_dim)));
+  text_embedder =
+      register_module("text_embedder", PixArtAlphaTextProjection(pooled_projection_dim, embedding_dim, std::nullopt, "silu"));
+}
+
+at::Tensor CombinedTimestepGuidanceTextProjEmbeddingsImpl::forward(const at::Tensor& timestep, const at::Tensor& guidance,
+                                                                   const at::Tensor& pooled_projection) {
+  const auto dtype = pooled_projection.scalar_type();
+  at::Tensor timesteps_emb = timestep_embedder(time_proj(timestep).to(dtype));  // [B, D]
+  at::Tensor guidance_emb = guidance_embedder(time_proj(guidance).to(dtype));   // [B, D]
+  at::Tensor time_guidance_emb = timesteps_emb + guidance_emb;
+  at::Tensor pooled_projections = text_embedder(pooled_projection);             // [B, D]
+  return time_guidance_emb + pooled_projections;
+}
+
 }  // namespace tessera

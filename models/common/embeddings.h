@@ -1,6 +1,7 @@
 #pragma once
 /// Timestep embeddings as in diffusers' models/embeddings.py: the sinusoidal projection (`Timesteps`, no
-/// weights) and the MLP that follows it (`TimestepEmbedding`, state-dict keys linear_1 / linear_2 / cond_proj).
+/// weights) and the MLP that follows it (`TimestepEmbedding`, state-dict keys linear_1 / linear_2 / cond_proj);
+/// the DiT conditioning embeddings (PixArtAlphaTextProjection, CombinedTimestep[Guidance]TextProjEmbeddings).
 ///
 ///   Timesteps proj(TimestepsOptions(320).flip_sin_to_cos(true));
 ///   TimestepEmbedding emb(TimestepEmbeddingOptions(320, 1280));
@@ -64,5 +65,50 @@ class TimestepEmbeddingImpl : public torch::nn::Module {
   torch::nn::Linear linear_2{nullptr};
 };
 TORCH_MODULE(TimestepEmbedding);
+
+/// diffusers' PixArtAlphaTextProjection: linear_1 (in → hidden), act ("gelu_tanh" | "silu"; others are a
+/// ModelLoadError), linear_2 (hidden → out_features, default hidden).
+class PixArtAlphaTextProjectionImpl : public torch::nn::Module {
+ public:
+  PixArtAlphaTextProjectionImpl(int64_t in_features, int64_t hidden_size, std::optional<int64_t> out_features = {},
+                                std::string act_fn = "gelu_tanh");
+  /// caption [..., in_features] → [..., out_features].
+  at::Tensor forward(const at::Tensor& caption);
+
+  std::string act_fn;
+  torch::nn::Linear linear_1{nullptr};
+  torch::nn::Linear linear_2{nullptr};
+};
+TORCH_MODULE(PixArtAlphaTextProjection);
+
+/// diffusers' CombinedTimestepTextProjEmbeddings (SD3, FLUX schnell): time_proj = Timesteps(256, flip, shift 0),
+/// timestep_embedder = TimestepEmbedding(256, D), text_embedder = PixArtAlphaTextProjection(P, D, "silu");
+/// conditioning = timestep_embedder(time_proj(t) cast to pooled's dtype) + text_embedder(pooled).
+class CombinedTimestepTextProjEmbeddingsImpl : public torch::nn::Module {
+ public:
+  CombinedTimestepTextProjEmbeddingsImpl(int64_t embedding_dim, int64_t pooled_projection_dim);
+  /// timestep [B], pooled_projection [B, P] → [B, D].
+  at::Tensor forward(const at::Tensor& timestep, const at::Tensor& pooled_projection);
+
+  Timesteps time_proj{nullptr};
+  TimestepEmbedding timestep_embedder{nullptr};
+  PixArtAlphaTextProjection text_embedder{nullptr};
+};
+TORCH_MODULE(CombinedTimestepTextProjEmbeddings);
+
+/// diffusers' CombinedTimestepGuidanceTextProjEmbeddings (FLUX dev): as above plus guidance_embedder =
+/// TimestepEmbedding(256, D) on time_proj(guidance); conditioning = (t_emb + g_emb) + text_emb.
+class CombinedTimestepGuidanceTextProjEmbeddingsImpl : public torch::nn::Module {
+ public:
+  CombinedTimestepGuidanceTextProjEmbeddingsImpl(int64_t embedding_dim, int64_t pooled_projection_dim);
+  /// timestep [B], guidance [B], pooled_projection [B, P] → [B, D].
+  at::Tensor forward(const at::Tensor& timestep, const at::Tensor& guidance, const at::Tensor& pooled_projection);
+
+  Timesteps time_proj{nullptr};
+  TimestepEmbedding timestep_embedder{nullptr};
+  TimestepEmbedding guidance_embedder{nullptr};
+  PixArtAlphaTextProjection text_embedder{nullptr};
+};
+TORCH_MODULE(CombinedTimestepGuidanceTextProjEmbeddings);
 
 }  // namespace tessera

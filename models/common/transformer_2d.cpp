@@ -114,27 +114,6 @@ at::Tensor AttentionImpl::forward(const at::Tensor& hidden_states, const at::Ten
   return processor_->forward(*this, hidden_states, encoder_hidden_states, attention_mask, hooks);
 }
 
-// ---- feed-forward ----
-
-GEGLUImpl::GEGLUImpl(int64_t dim_in, int64_t dim_out, bool bias)
-    : proj(register_module("proj", torch::nn::Linear(torch::nn::LinearOptions(dim_in, dim_out * 2).bias(bias)))) {}
-
-at::Tensor GEGLUImpl::forward(const at::Tensor& hidden_states) {
-  auto parts = proj(hidden_states).chunk(2, -1);  // hidden, gate: [B, N, dim_out] each
-  return parts[0] * at::gelu(parts[1]);
-}
-
-FeedForwardImpl::FeedForwardImpl(int64_t dim, int64_t inner_dim, bool bias) {
-  net_0 = GEGLU(dim, inner_dim, bias);
-  net_2 = torch::nn::Linear(torch::nn::LinearOptions(inner_dim, dim).bias(bias));
-  net = register_module("net", torch::nn::ModuleList(net_0, torch::nn::Dropout(0.0), net_2));
-}
-
-at::Tensor FeedForwardImpl::forward(const at::Tensor& hidden_states) {
-  at::Tensor h = net_0(hidden_states);  // [B, N, inner]; net.1 dropout is the identity at inference
-  return net_2(h);                      // [B, N, dim]
-}
-
 // ---- BasicTransformerBlock ----
 
 BasicTransformerBlockImpl::BasicTransformerBlockImpl(BasicTransformerBlockOptions options_)

@@ -1,7 +1,7 @@
 #pragma once
 /// diffusers' Transformer2DModel (continuous input, as used inside UNet2DConditionModel) with its parts:
-/// Attention + swappable attention processors (attention_processor.py), GEGLU / FeedForward and
-/// BasicTransformerBlock (attention.py). Submodules are registered under diffusers' state-dict keys
+/// Attention + swappable attention processors (attention_processor.py) and BasicTransformerBlock
+/// (attention.py; its FeedForward is in models/common/feed_forward.h). Submodules are registered under diffusers' state-dict keys
 /// (norm, proj_in, transformer_blocks.K.{norm1,attn1,norm2,attn2,norm3,ff}, proj_out; attnN.to_q/to_k/to_v/to_out.0;
 /// ff.net.0.proj, ff.net.2).
 ///
@@ -26,6 +26,7 @@
 
 #include "guiders/layer_hooks.h"
 #include "models/common/attention_dispatch.h"
+#include "models/common/feed_forward.h"
 
 namespace tessera {
 
@@ -126,26 +127,6 @@ class AttentionImpl : public torch::nn::Module {
   std::shared_ptr<AttentionProcessor> processor_;
 };
 TORCH_MODULE(Attention);
-
-/// diffusers' GEGLU: proj (dim_in → 2*dim_out), hidden * gelu(gate).
-class GEGLUImpl : public torch::nn::Module {
- public:
-  GEGLUImpl(int64_t dim_in, int64_t dim_out, bool bias = true);
-  at::Tensor forward(const at::Tensor& hidden_states);
-  torch::nn::Linear proj{nullptr};
-};
-TORCH_MODULE(GEGLU);
-
-/// diffusers' FeedForward with activation "geglu": net.0 = GEGLU, net.1 = dropout, net.2 = Linear.
-class FeedForwardImpl : public torch::nn::Module {
- public:
-  FeedForwardImpl(int64_t dim, int64_t inner_dim, bool bias = true);
-  at::Tensor forward(const at::Tensor& hidden_states);
-  GEGLU net_0{nullptr};
-  torch::nn::Linear net_2{nullptr};
-  torch::nn::ModuleList net{nullptr};
-};
-TORCH_MODULE(FeedForward);
 
 /// Options of diffusers' BasicTransformerBlock (norm_type "layer_norm", activation "geglu").
 struct BasicTransformerBlockOptions {
