@@ -2,6 +2,7 @@
 
 #include "blocks/common/register.h"
 #include "blocks/sd/register.h"
+#include "blocks/sd3/register.h"
 #include "blocks/sdxl/register.h"
 
 namespace tessera {
@@ -10,6 +11,7 @@ void register_builtin_blocks(Registry& r) {
   register_common_blocks(r);
   register_sd_blocks(r);
   register_sdxl_blocks(r);
+  register_sd3_blocks(r);
 }
 
 }  // namespace tessera

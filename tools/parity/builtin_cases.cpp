@@ -2,6 +2,7 @@
 #include "tools/parity/guider_cases.h"
 #include "tools/parity/parity.h"
 #include "tools/parity/pipeline_cases.h"
+#include "tools/parity/sd3_pipeline_cases.h"
 #include "tools/parity/text_cases.h"
 #include "tools/parity/unet_cases.h"
 #include "tools/parity/vae_cases.h"
@@ -14,6 +15,7 @@ void register_builtin_case_runners() {
   register_unet_case_runner();
   register_vae_case_runner();
   register_pipeline_case_runner();
+  register_sd3_pipeline_case_runner();
 }
 
 }  // namespace tessera
