@@ -2,6 +2,7 @@
 #include "tools/parity/guider_cases.h"
 #include "tools/parity/parity.h"
 #include "tools/parity/pipeline_cases.h"
+#include "tools/parity/sd3_cases.h"
 #include "tools/parity/sd3_pipeline_cases.h"
 #include "tools/parity/text_cases.h"
 #include "tools/parity/unet_cases.h"
@@ -13,6 +14,7 @@ void register_builtin_case_runners() {
   register_guider_case_runner();
   register_text_case_runners();
   register_unet_case_runner();
+  register_sd3_case_runner();
   register_vae_case_runner();
   register_pipeline_case_runner();
   register_sd3_pipeline_case_runner();
