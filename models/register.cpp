@@ -2,6 +2,8 @@
 
 #include "engine/registry.h"
 #include "models/text/clip_text_model.h"
+#include "models/text/t5_encoder.h"
+#include "models/transformers/transformer_flux.h"
 #include "models/transformers/transformer_sd3.h"
 #include "models/unet/unet_2d_condition.h"
 #include "models/vae/autoencoder_kl.h"
@@ -13,6 +15,8 @@ void register_builtin_models(Registry& registry) {
   register_unet_2d_condition(registry);
   register_clip_text_components(registry);
   register_autoencoder_kl(registry);
+  register_transformer_flux(registry);
+  register_t5_encoder(registry);
   register_transformer_sd3(registry);
 }
 
