@@ -186,3 +186,23 @@ TEST_CASE("every FLUX pipeline case matches diffusers", "[parity][flux]") {
   // txt2img (given latents, seeded), true CFG, dev guidance, dev img2img, modular dev
   CHECK(out.str().find("6 passed, 0 failed, 0 skipped") != std::string::npos);
 }
+
+TEST_CASE("flux: CFG-Zero*, APG and SLG guiders run on the FLUX transformer, their passes batched", "[flux]") {
+  ValueMap in = text2image(12);
+  in["output_type"] = Value("latent");
+  in["negative_prompt"] = Value("blurry");
+  for (const std::string guider :
+       {"{type: ClassifierFreeZeroStarGuidance, creation: from_config, config: {guidance_scale: 4.0}}",
+        "{type: AdaptiveProjectedGuidance, creation: from_config, config: {guidance_scale: 4.0}}",
+        "{type: SkipLayerGuidance, creation: from_config, config: {guidance_scale: 4.0, "
+        "skip_layer_guidance_layers: [0], skip_layer_guidance_start: 0.0, skip_layer_guidance_stop: 1.0}}"}) {
+    INFO(guider);
+    const std::string yaml = "components:\n  guider: " + guider + "\n";
+    at::Tensor batched = flux_pipeline(yaml)->run(in).get("latents").tensor();
+    at::Tensor separate =
+        flux_pipeline(yaml + "configs: {batch_passes: false}\n")->run(in).get("latents").tensor();
+    REQUIRE(batched.sizes() == at::IntArrayRef({1, 96, 64}));
+    CHECK(at::isfinite(batched).all().item<bool>());
+    CHECK(at::allclose(batched, separate, 1e-4, 1e-5));
+  }
+}
