@@ -15,46 +15,16 @@
 #include <string>
 #include <vector>
 
-#include <ATen/record_function.h>
 #include <torch/torch.h>
 
 #include "tools/bench/bench_util.h"
+#include "tools/bench/flop_counter.h"
 #include "tools/bench/sd15_configs.h"
 #include "engine/runtime.h"
 #include "models/unet/unet_2d_condition.h"
 
 using namespace tessera;
 using namespace tessera::bench;
-
-namespace {
-
-// FLOPs of the outermost Conv/GEMM ops (2·MAC), counted with a RecordFunction observer; nested calls (an addmm
-// inside a convolution fallback) are not counted twice.
-thread_local int depth = 0;
-double counted_flops = 0.0;
-
-bool counted(const char* name) {
-  return !std::strcmp(name, "aten::convolution") || !std::strcmp(name, "aten::addmm") || !std::strcmp(name, "aten::mm") ||
-         !std::strcmp(name, "aten::bmm") || !std::strcmp(name, "aten::baddbmm");
-}
-
-double op_flops(const at::RecordFunction& fn) {
-  const auto& out = fn.outputs();
-  auto in = fn.inputs();
-  if (out.empty() || !out[0].isTensor() || in.size() < 2) return 0.0;
-  const at::Tensor& y = out[0].toTensor();
-  if (!std::strcmp(fn.name(), "aten::convolution")) {
-    const at::Tensor& w = in[1].toTensor();  // [out, in/groups, kh, kw]
-    return 2.0 * static_cast<double>(y.numel()) * static_cast<double>(w.numel() / w.size(0));
-  }
-  // (b)mm / addmm / baddbmm: the contracted dimension is the last one of the first matrix operand.
-  const at::Tensor& a = (!std::strcmp(fn.name(), "aten::addmm") || !std::strcmp(fn.name(), "aten::baddbmm"))
-                            ? in[1].toTensor()
-                            : in[0].toTensor();
-  return 2.0 * static_cast<double>(y.numel()) * static_cast<double>(a.size(-1));
-}
-
-}  // namespace
 
 int main(int argc, char** argv) {
   int64_t size = 32;
@@ -88,21 +58,12 @@ int main(int argc, char** argv) {
   const at::Tensor t = at::scalar_tensor(500, at::kLong);
 
   // Warm-up run, with the FLOP counter attached.
-  auto handle = at::addGlobalCallback(
-      at::RecordFunctionCallback(
-          [](const at::RecordFunction& fn) -> std::unique_ptr<at::ObserverContext> {
-            if (counted(fn.name())) ++depth;
-            return nullptr;
-          },
-          [](const at::RecordFunction& fn, at::ObserverContext*) {
-            if (!counted(fn.name())) return;
-            if (--depth == 0) counted_flops += op_flops(fn);
-          })
-          .needsInputs(true)
-          .needsOutputs(true));
-  unet->forward(sample, t, ehs);
-  at::removeCallback(handle);
-  const double gflop = counted_flops / 1e9;
+  double gflop = 0.0;
+  {
+    FlopCounter count;
+    unet->forward(sample, t, ehs);
+    gflop = count.flops() / 1e9;
+  }
 
   std::vector<double> ms;
   for (int r = 0; r < runs; ++r) {
