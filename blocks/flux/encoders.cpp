@@ -72,10 +72,10 @@ BlockSpec FluxTextEncoderStep::spec() const {
       .input(flux::true_cfg_scale)
       .input(pe)
       .input(pooled)
-      .output(sd::prompt_embeds)
-      .output(sd::negative_prompt_embeds)
-      .output(sd::pooled_prompt_embeds)
-      .output(sd::negative_pooled_prompt_embeds)
+      .output(flux::prompt_embeds_out)
+      .output(flux::negative_prompt_embeds_out)
+      .output(flux::pooled_prompt_embeds_out)
+      .output(flux::negative_pooled_prompt_embeds_out)
       .output(flux::text_ids_out);
 }
 

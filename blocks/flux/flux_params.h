@@ -22,6 +22,16 @@ inline const InputParam guidance_scale{
     "Embedded (distilled) guidance of guidance-distilled models such as FLUX.1-dev; ignored by models without a "
     "guidance embedder (schnell). Not classifier-free guidance: see true_cfg_scale",
     false, Value(3.5)};
+inline const OutputParam prompt_embeds_out{"prompt_embeds", Kind::Tensor,
+                                           "T5 text embeddings [B, max_sequence_length, J]", "denoiser_input_fields"};
+inline const OutputParam negative_prompt_embeds_out{
+    "negative_prompt_embeds", Kind::Tensor,
+    "Negative T5 text embeddings [B, max_sequence_length, J]; none without true CFG", "denoiser_input_fields"};
+inline const OutputParam pooled_prompt_embeds_out{"pooled_prompt_embeds", Kind::Tensor,
+                                                  "CLIP pooled text embedding [B, P]", "denoiser_input_fields"};
+inline const OutputParam negative_pooled_prompt_embeds_out{
+    "negative_pooled_prompt_embeds", Kind::Tensor, "Negative CLIP pooled text embedding [B, P]; none without true CFG",
+    "denoiser_input_fields"};
 inline const OutputParam text_ids_out{"text_ids", Kind::Tensor, "Position ids of the text tokens [S_txt, 3] (zeros)"};
 inline const InputParam text_ids{"text_ids", Kind::Tensor, "Position ids of the text tokens [S_txt, 3]", true};
 
