@@ -476,7 +476,7 @@ Recipe parse_document(const std::string& text_in, const std::string& file, LoadC
         std::string problem;
         rc.spec.dtype = canonical_dtype(d, &problem);
         if (rc.spec.dtype.empty())
-          r.fail(c["dtype"], "component '" + name + "': " + problem, "write dtype: bf16 or dtype: fp32 (or leave it out for float32)");
+          r.fail(c["dtype"], "component '" + name + "': " + problem, "write dtype: bf16, fp32 or auto (or leave it out for float32)");
       }
       if (c["description"]) rc.spec.description = r.scalar(c["description"], "description");
       if (c["config"]) rc.spec.config = r.value(c["config"], Kind::Map, "config");

@@ -13,9 +13,23 @@ struct CpuFeatures {
   bool avx2_fma = false;    ///< AVX2 and FMA3 (OpenBLAS "Haswell" kernels)
   bool avx512 = false;      ///< AVX-512 F, BW, DQ and VL enabled by the OS ("SkylakeX")
   bool avx512_bf16 = false; ///< AVX512-BF16 as well ("Cooperlake")
+  bool amx_bf16 = false;    ///< AMX tiles with bf16 (Sapphire Rapids and later): oneDNN's fast bf16 path
 };
 /// This machine's features (cpuid and the OS-enabled register state, via the compiler's cpu model).
 CpuFeatures cpu_features();
+
+/// What `dtype: auto` (a component's dtype, `tessera run --dtype auto`) means on this CPU, and why: bf16 where it
+/// measures faster than float32, float32 elsewhere. Measured (tools/bench/RESULTS.md, ../shared/bench/BASELINES.md):
+/// with AMX oneDNN's bf16 convolutions and matmuls run several times faster than float32; with AVX512-BF16 but no
+/// AMX the bf16 UNet is no faster and the bf16 VAE 3× slower; without AVX512-BF16 bf16 matmuls fall back to a
+/// reference kernel (~1 GFLOP/s). So: bf16 with AMX, fp32 otherwise.
+struct DtypeChoice {
+  std::string dtype;   ///< "bf16" or "fp32"
+  std::string reason;  ///< one line for -v
+};
+DtypeChoice auto_dtype(const CpuFeatures& cpu);
+/// auto_dtype for this machine (computed once).
+const DtypeChoice& auto_dtype();
 
 /// The OpenBLAS core type Tessera selects when OpenBLAS runs `current` (its corename) on a CPU with `cpu`, or ""
 /// to leave it: only OpenBLAS's generic fallback cores (Prescott, which 0.3.21 uses for CPUs it does not know, e.g.

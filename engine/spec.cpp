@@ -1,8 +1,12 @@
 #include "engine/spec.h"
 
+#include <spdlog/spdlog.h>
+
 #include <map>
+#include <mutex>
 
 #include "engine/error.h"
+#include "engine/runtime.h"
 
 namespace tessera {
 
@@ -101,6 +105,11 @@ std::string ComponentSpec::load_id() const {
 
 std::string canonical_dtype(const std::string& name, std::string* problem) {
   if (name.empty() || name == "fp32" || name == "float32") return "fp32";
+  if (name == "auto") {  // what this CPU runs fastest (engine/runtime.h, auto_dtype)
+    static std::once_flag logged;
+    std::call_once(logged, [] { spdlog::debug("{}", auto_dtype().reason); });
+    return auto_dtype().dtype;
+  }
   if (name == "bf16" || name == "bfloat16") return "bf16";
   if (problem) {
     if (name == "fp16" || name == "float16" || name == "half")
@@ -108,7 +117,7 @@ std::string canonical_dtype(const std::string& name, std::string* problem) {
                  "' is not supported on the CPU: LibTorch 1.13 has no half-precision CPU convolutions; use bf16 "
                  "(same speed-up on CPUs with AVX512-BF16/AMX, float32's exponent range) or fp32";
     else
-      *problem = "unknown dtype '" + name + "' (one of fp32, float32, bf16, bfloat16)";
+      *problem = "unknown dtype '" + name + "' (one of fp32, float32, bf16, bfloat16, auto)";
   }
   return "";
 }

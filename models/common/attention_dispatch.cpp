@@ -16,12 +16,13 @@
 #endif
 
 #include "engine/error.h"
+#include "models/common/flash_attention.h"
 
 namespace tessera {
 
 namespace {
 
-std::atomic<AttentionBackend> g_default{AttentionBackend::Math};
+std::atomic<AttentionBackend> g_default{AttentionBackend::Auto};
 std::atomic<int64_t> g_chunk_rows{1024};
 
 // The mask as an additive float mask in `dtype` (bool: false → -inf), or undefined.
@@ -102,30 +103,46 @@ const char* attention_backend_name(AttentionBackend backend) {
     case AttentionBackend::Math: return "math";
     case AttentionBackend::Sdpa: return "sdpa";
     case AttentionBackend::Chunked: return "chunked";
+    case AttentionBackend::Flash: return "flash";
   }
   return "?";
 }
 
 std::optional<AttentionBackend> attention_backend_from_name(const std::string& name) {
-  for (auto b : {AttentionBackend::Auto, AttentionBackend::Math, AttentionBackend::Sdpa, AttentionBackend::Chunked})
+  for (auto b : {AttentionBackend::Auto, AttentionBackend::Math, AttentionBackend::Sdpa, AttentionBackend::Chunked,
+                 AttentionBackend::Flash})
     if (name == attention_backend_name(b)) return b;
   return std::nullopt;
 }
 
-void set_default_attention_backend(AttentionBackend backend) {
-  g_default.store(backend == AttentionBackend::Auto ? AttentionBackend::Math : backend);
-}
+void set_default_attention_backend(AttentionBackend backend) { g_default.store(backend); }
 AttentionBackend default_attention_backend() { return g_default.load(); }
 void set_attention_chunk_size(int64_t rows) { g_chunk_rows.store(std::max<int64_t>(1, rows)); }
 int64_t attention_chunk_size() { return g_chunk_rows.load(); }
 bool sdpa_available() { return TESSERA_HAS_SDPA != 0; }
 
+AttentionBackend resolve_attention_backend(AttentionBackend backend, const at::Tensor& query, const at::Tensor& key,
+                                           const at::Tensor& value, const at::Tensor& mask) {
+  if (backend == AttentionBackend::Auto) backend = default_attention_backend();
+  if (backend == AttentionBackend::Auto) {
+    // Per call: the blocked kernel wherever it runs (it is faster than math from a few hundred tokens on and
+    // never slower by more than its call overhead below that: tools/bench/RESULTS.md), LibTorch 2's fused kernels
+    // on CUDA, math otherwise.
+    if (flash_attention_supports(query, key, value, mask)) return AttentionBackend::Flash;
+    if (query.device().is_cuda() && TESSERA_HAS_SDPA == 2) return AttentionBackend::Sdpa;
+    return AttentionBackend::Math;
+  }
+  if (backend == AttentionBackend::Flash && !flash_attention_supports(query, key, value, mask))
+    return AttentionBackend::Math;
+  return backend;
+}
+
 at::Tensor dispatch_attention(const at::Tensor& query, const at::Tensor& key, const at::Tensor& value,
                               const at::Tensor& mask, std::optional<double> scale, AttentionBackend backend) {
   check_inputs(query, key, value);
   const double s = scale.value_or(1.0 / std::sqrt(static_cast<double>(query.size(-1))));
-  if (backend == AttentionBackend::Auto) backend = default_attention_backend();
-  switch (backend) {
+  switch (resolve_attention_backend(backend, query, key, value, mask)) {
+    case AttentionBackend::Flash: return flash_attention(query, key, value, mask, s);
     case AttentionBackend::Sdpa: return sdpa_attention(query, key, value, mask, s);
     case AttentionBackend::Chunked: return chunked_attention(query, key, value, mask, s);
     default: return math_attention(query, key, value, mask, s);

@@ -9,6 +9,7 @@
 #include <tuple>
 
 #include "engine/runtime.h"
+#include "engine/spec.h"
 
 using namespace tessera;
 
@@ -67,4 +68,22 @@ TEST_CASE("select_blas_core leaves float32 matmul correct and respects OPENBLAS_
     at::Tensor batched = at::bmm(a.unsqueeze(0).expand({2, m, k}).contiguous(), b.unsqueeze(0).expand({2, k, n}).contiguous());
     CHECK(at::allclose(batched[1].to(at::kDouble), want, 1e-4, 1e-3));
   }
+}
+
+TEST_CASE("dtype auto: bf16 only with AMX, fp32 otherwise; recipes and the CLI resolve it the same way", "[runtime]") {
+  CpuFeatures none;
+  CHECK(auto_dtype(none).dtype == "fp32");
+  CpuFeatures avx512_bf16;
+  avx512_bf16.avx2_fma = avx512_bf16.avx512 = avx512_bf16.avx512_bf16 = true;
+  CHECK(auto_dtype(avx512_bf16).dtype == "fp32");  // measured: no faster (UNet), 3x slower (VAE) without AMX
+  CHECK_THAT(auto_dtype(avx512_bf16).reason, Catch::Matchers::Contains("without AMX"));
+  CpuFeatures amx = avx512_bf16;
+  amx.amx_bf16 = true;
+  CHECK(auto_dtype(amx).dtype == "bf16");
+  // This machine: what its features say, and what a component's `dtype: auto` becomes.
+  CHECK(auto_dtype().dtype == auto_dtype(cpu_features()).dtype);
+  CHECK(canonical_dtype("auto") == auto_dtype().dtype);
+  std::string problem;
+  CHECK(canonical_dtype("fp64", &problem).empty());
+  CHECK_THAT(problem, Catch::Matchers::Contains("auto"));
 }

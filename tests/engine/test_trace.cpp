@@ -1,4 +1,5 @@
-// Tests for engine/trace: Chrome trace JSON with every executed block, sane durations and nesting, summaries.
+// Tests for engine/trace (Chrome trace JSON with every executed block, sane durations and nesting, summaries) and
+// engine/op_profile (operator times per scope).
 #include <catch2/catch.hpp>
 #include <unistd.h>
 
@@ -11,6 +12,8 @@
 #include "engine/block.h"
 #include "engine/components.h"
 #include "engine/registry.h"
+#include "engine/error.h"
+#include "engine/op_profile.h"
 #include "engine/trace.h"
 
 namespace fs = std::filesystem;
@@ -156,4 +159,30 @@ TEST_CASE("trace of a failed run marks the blocks that never ended", "[engine][t
   CHECK(unfinished.at(""));
   CHECK(trace.summary().size() == 1);  // only finished blocks are summed
   CHECK_THROWS_AS(trace.write_chrome_trace("/nonexistent-dir/trace.json"), OutputError);
+}
+
+TEST_CASE("OpProfile times outermost ATen operators per scope", "[trace][profile]") {
+  at::Tensor a = at::rand({64, 64}), b = at::rand({64, 64});
+  OpProfile profile;
+  CHECK_THROWS_AS(OpProfile(), UsageError);  // one at a time
+  profile.set_scope("first");
+  at::Tensor c = at::matmul(a, b);  // aten::matmul calls aten::mm inside: counted once, as matmul
+  profile.set_scope("second");
+  at::Tensor d = a + b;
+  at::Tensor e = a + b;
+  profile.set_scope("");
+  const auto entries = profile.entries();
+  auto find = [&](const std::string& scope, const std::string& op) -> const OpProfileEntry* {
+    for (const auto& x : entries)
+      if (x.scope == scope && x.op == op) return &x;
+    return nullptr;
+  };
+  REQUIRE(find("first", "aten::matmul"));
+  CHECK(find("first", "aten::matmul")->calls == 1);
+  CHECK_FALSE(find("first", "aten::mm"));
+  REQUIRE(find("second", "aten::add"));
+  CHECK(find("second", "aten::add")->calls == 2);
+  CHECK_FALSE(find("first", "aten::add"));
+  const std::string report = profile.report(4);
+  CHECK_THAT(report, Catch::Matchers::Contains("aten::matmul") && Catch::Matchers::Contains("second:"));
 }

@@ -72,7 +72,8 @@ TEST_CASE("CLIPTextModel is at parity with every attention backend", "[model][pa
   const AttentionBackend before = default_attention_backend();
   const int64_t chunk = attention_chunk_size();
   set_attention_chunk_size(5);  // several chunks over 77 query rows
-  for (AttentionBackend b : {AttentionBackend::Math, AttentionBackend::Sdpa, AttentionBackend::Chunked}) {
+  for (AttentionBackend b : {AttentionBackend::Math, AttentionBackend::Sdpa, AttentionBackend::Chunked,
+                            AttentionBackend::Flash}) {
     INFO("backend " << attention_backend_name(b));
     set_default_attention_backend(b);
     const CLIPTextModelOutput out = te->forward(f.tensor("input_ids"), {}, false);

@@ -187,6 +187,23 @@ TEST_CASE("checkpoints: save, stop, and load resume with identical results", "[c
   CHECK_THAT(bad.output, Contains("junk.safetensors"));
 }
 
+TEST_CASE("run --profile reports operators per leaf block; --attention picks the kernel", "[cli]") {
+  TempDir dir;
+  const std::string args = " --set prompt=\"a cat\" --set seed=3 --set num_inference_steps=2";
+  auto run = cli("run " + src("recipes/sd/auto.yaml") + args + " --profile --profile-top 3 --out " + (dir / "p.png"));
+  REQUIRE(run.code == 0);
+  CHECK_THAT(run.output, Contains("operators (outermost ATen calls)") && Contains("aten::conv2d") &&
+                             Contains("tessera::flash_attention"));
+  CHECK(std::regex_search(run.output, std::regex(R"(\ndenoise\.denoiser: [0-9.]+ ms)")));  // a leaf block in the loop
+  // The math kernel gives the same image (both are exact to float32 rounding); an unknown kernel is a usage error.
+  REQUIRE(cli("-q --attention math run " + src("recipes/sd/auto.yaml") + args + " --out " + (dir / "m.png")).code == 0);
+  const auto flash = tessera::read_image(dir / "p.png"), math = tessera::read_image(dir / "m.png");
+  CHECK((flash.pixels - math.pixels).abs().max().item<float>() <= 1.5f / 255.0f);  // at most one 8-bit level
+  auto bad = cli("--attention xformers run " + src("recipes/sd/auto.yaml"));
+  CHECK(bad.code == 2);
+  CHECK_THAT(bad.output, Contains("xformers"));
+}
+
 TEST_CASE("trace, plan, blocks and recipe doc", "[cli]") {
   TempDir dir;
   REQUIRE(cli("-q run " + demo() + " --set num_inference_steps=3 --trace " + (dir / "t.json") + " --out " +

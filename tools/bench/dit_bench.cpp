@@ -17,11 +17,12 @@
 // --dtype bf16 builds the weights in bfloat16 (the `dtype: bf16` compute path); inputs are float32 either way.
 // --attention math|chunked|sdpa picks dispatch_attention's backend (default: the process default, as the CLI).
 // Timing: one warm-up step that also counts the FLOPs, then the median of --runs steps; --no-warmup counts on the
-// first timed step instead (for the multi-minute configurations).
+// first timed step instead (for the multi-minute configurations). --profile adds one step timed per ATen operator
+// (engine/op_profile.h) and prints where the time went.
 //
 //   tessera_bench_dit --model sd35m|flux-slice [--tokens 1024|4096] [--dtype fp32|bf16]
 //                     [--cfg batched|separate|none] [--runs N] [--threads T] [--attention NAME] [--chunk-rows N]
-//                     [--no-warmup]
+//                     [--no-warmup] [--profile]
 
 #include <algorithm>
 #include <chrono>
@@ -40,6 +41,7 @@
 #include "tools/bench/bench_util.h"
 #include "tools/bench/dit_configs.h"
 #include "tools/bench/flop_counter.h"
+#include "engine/op_profile.h"
 #include "tools/bench/random_weights.h"
 #include "engine/runtime.h"
 #include "models/common/attention_dispatch.h"
@@ -63,6 +65,7 @@ struct Options {
   std::string attention;
   int64_t chunk_rows = 0;
   bool warmup = true;
+  bool profile = false;
 };
 
 std::string loadavg() {
@@ -100,6 +103,14 @@ std::pair<double, Series> measure(int runs, bool warmup, const std::function<voi
     if (r >= 0) s.ms.push_back(ms);
   }
   return {gflop, s};
+}
+
+/// --profile: one more step with the per-operator timer, and its table.
+void profile_step(const Options& o, const std::function<void()>& step) {
+  if (!o.profile) return;
+  OpProfile profile;
+  step();
+  std::fputs(profile.report(16).c_str(), stdout);
 }
 
 void print_series(const char* what, double gflop, const Series& s, const Options& o) {
@@ -158,6 +169,7 @@ int bench_sd35m(const Options& o, at::ScalarType dtype) {
               build_s, weights_rss);
   print_series("step", gflop, s, o);
   if (calls.size() > 1) std::printf("per call: median %.1f ms\n", s.median() / static_cast<double>(calls.size()));
+  profile_step(o, step);
   std::printf("peak RSS: %.0f MB\n", peak_rss_mb());
   std::printf("load average: %s at start, %s at end\n", start_load.c_str(), loadavg().c_str());
   return 0;
@@ -221,6 +233,7 @@ int bench_flux_slice(const Options& o, at::ScalarType dtype) {
   print_series("step (slice)", gflop, s, o);
   print_series("double block (one call)", dbl_gflop, dbl_s, o);
   print_series("single block (one call)", sgl_gflop, sgl_s, o);
+  profile_step(o, step);
   const double nd = kFluxDoubleBlocks - 1, ns = kFluxSingleBlocks - 1;
   const double full_ms = s.median() + n_calls * (nd * dbl_s.median() + ns * sgl_s.median());
   const double full_gflop = gflop + n_calls * (nd * dbl_gflop + ns * sgl_gflop);
@@ -239,7 +252,7 @@ int usage(const char* argv0) {
   std::fprintf(stderr,
                "usage: %s --model sd35m|flux-slice [--tokens 1024|4096] [--text-tokens N] [--dtype fp32|bf16]\n"
                "          [--cfg batched|separate|none] [--runs N] [--threads T] [--attention math|chunked|sdpa]\n"
-               "          [--chunk-rows N] [--no-warmup]\n",
+               "          [--chunk-rows N] [--no-warmup] [--profile]\n",
                argv0);
   return 2;
 }
@@ -261,6 +274,7 @@ int main(int argc, char** argv) {
     else if (a == "--attention" && has) o.attention = argv[++i];
     else if (a == "--chunk-rows" && has) o.chunk_rows = std::atoll(argv[++i]);
     else if (a == "--no-warmup") o.warmup = false;
+    else if (a == "--profile") o.profile = true;
     else return usage(argv[0]);
   }
   if (o.cfg.empty()) o.cfg = o.model == "sd35m" ? "batched" : "none";

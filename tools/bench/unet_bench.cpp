@@ -5,7 +5,10 @@
 // --dtype bf16 converts the weights to bfloat16 (the `dtype: bf16` compute path: activations bf16, norms and
 // softmax float32); inputs are float32 either way and the output is float32.
 //
-//   tessera_bench_unet [--size 32|64] [--runs N] [--threads T] [--dtype fp32|bf16]
+// --attention NAME picks dispatch_attention's backend (default: the per-call choice, as the CLI); --profile adds one
+// forward timed per ATen operator (engine/op_profile.h) and prints where the time went.
+//
+//   tessera_bench_unet [--size 32|64] [--runs N] [--threads T] [--dtype fp32|bf16] [--attention NAME] [--profile]
 
 #include <algorithm>
 #include <chrono>
@@ -19,8 +22,10 @@
 
 #include "tools/bench/bench_util.h"
 #include "tools/bench/flop_counter.h"
+#include "engine/op_profile.h"
 #include "tools/bench/sd15_configs.h"
 #include "engine/runtime.h"
+#include "models/common/attention_dispatch.h"
 #include "models/unet/unet_2d_condition.h"
 
 using namespace tessera;
@@ -31,6 +36,8 @@ int main(int argc, char** argv) {
   int runs = 3;
   int threads = 0;
   std::string dtype_name = "fp32";
+  std::string attention = "auto";
+  bool profile = false;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "--dtype" && i + 1 < argc && (std::strcmp(argv[i + 1], "fp32") == 0 || std::strcmp(argv[i + 1], "bf16") == 0))
@@ -38,13 +45,19 @@ int main(int argc, char** argv) {
     else if (a == "--size" && i + 1 < argc) size = std::atoll(argv[++i]);
     else if (a == "--runs" && i + 1 < argc) runs = std::atoi(argv[++i]);
     else if (a == "--threads" && i + 1 < argc) threads = std::atoi(argv[++i]);
+    else if (a == "--attention" && i + 1 < argc && attention_backend_from_name(argv[i + 1])) attention = argv[++i];
+    else if (a == "--profile") profile = true;
     else {
-      std::fprintf(stderr, "usage: %s [--size 32|64] [--runs N] [--threads T] [--dtype fp32|bf16]\n", argv[0]);
+      std::fprintf(stderr,
+                   "usage: %s [--size 32|64] [--runs N] [--threads T] [--dtype fp32|bf16] "
+                   "[--attention auto|flash|math|chunked|sdpa] [--profile]\n",
+                   argv[0]);
       return 2;
     }
   }
   const BlasSelection blas = select_blas_core();  // as the CLI does; OPENBLAS_CORETYPE=Prescott to compare
   if (threads > 0) at::set_num_threads(threads);
+  set_default_attention_backend(*attention_backend_from_name(attention));
   c10::InferenceMode guard;
   torch::manual_seed(0);
   auto t0 = std::chrono::steady_clock::now();
@@ -81,6 +94,12 @@ int main(int argc, char** argv) {
   std::printf("forward: median %.1f ms (min %.1f, max %.1f, %d runs)\n", median, ms.front(), ms.back(), runs);
   std::printf("compute: %.1f GFLOP per forward, %.1f GFLOP/s\n", gflop, gflop / (median / 1000.0));
   std::printf("peak RSS: %.0f MB\n", peak_rss_mb());
+  std::printf("attention: %s\n", attention.c_str());
   std::printf("BLAS: %s\n", blas.reason.c_str());
+  if (profile) {
+    OpProfile ops;
+    unet->forward(sample, t, ehs);
+    std::fputs(ops.report(16).c_str(), stdout);
+  }
   return 0;
 }

@@ -4,7 +4,10 @@
 //
 // --dtype bf16 runs the bfloat16 compute path (weights and activations bf16, group norms float32).
 //
-//   tessera_bench_vae [--latent 64] [--runs N] [--threads T] [--dtype fp32|bf16]
+// --attention NAME picks dispatch_attention's backend for the mid-block attention (default: the per-call choice, as
+// the CLI); --profile adds one decode timed per ATen operator (engine/op_profile.h).
+//
+//   tessera_bench_vae [--latent 64] [--runs N] [--threads T] [--dtype fp32|bf16] [--attention NAME] [--profile]
 
 #include <algorithm>
 #include <chrono>
@@ -17,8 +20,10 @@
 #include <torch/torch.h>
 
 #include "tools/bench/bench_util.h"
+#include "engine/op_profile.h"
 #include "tools/bench/sd15_configs.h"
 #include "engine/runtime.h"
+#include "models/common/attention_dispatch.h"
 #include "models/loading/config_reader.h"
 #include "models/vae/autoencoder_kl.h"
 
@@ -34,6 +39,8 @@ int main(int argc, char** argv) {
   int runs = 1;
   int threads = 0;
   std::string dtype_name = "fp32";
+  std::string attention = "auto";
+  bool profile = false;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "--dtype" && i + 1 < argc && (std::strcmp(argv[i + 1], "fp32") == 0 || std::strcmp(argv[i + 1], "bf16") == 0))
@@ -41,13 +48,19 @@ int main(int argc, char** argv) {
     else if (a == "--latent" && i + 1 < argc) latent = std::atoll(argv[++i]);
     else if (a == "--runs" && i + 1 < argc) runs = std::atoi(argv[++i]);
     else if (a == "--threads" && i + 1 < argc) threads = std::atoi(argv[++i]);
+    else if (a == "--attention" && i + 1 < argc && attention_backend_from_name(argv[i + 1])) attention = argv[++i];
+    else if (a == "--profile") profile = true;
     else {
-      std::fprintf(stderr, "usage: %s [--latent 64] [--runs N] [--threads T] [--dtype fp32|bf16]\n", argv[0]);
+      std::fprintf(stderr,
+                   "usage: %s [--latent 64] [--runs N] [--threads T] [--dtype fp32|bf16] "
+                   "[--attention auto|flash|math|chunked|sdpa] [--profile]\n",
+                   argv[0]);
       return 2;
     }
   }
   const BlasSelection blas = select_blas_core();  // as the CLI does; OPENBLAS_CORETYPE=Prescott to compare
   if (threads > 0) at::set_num_threads(threads);
+  set_default_attention_backend(*attention_backend_from_name(attention));
   c10::InferenceMode guard;
   torch::manual_seed(0);
   ModelConfig cfg(nlohmann::json::parse(kSd15VaeConfig), "SD1.5 VAE config");
@@ -71,6 +84,12 @@ int main(int argc, char** argv) {
   std::printf("decode: median %.1f ms (min %.1f, max %.1f, %d runs)\n", ms[ms.size() / 2], ms.front(), ms.back(),
               static_cast<int>(ms.size()));
   std::printf("peak RSS: %.0f MB\n", peak_rss_mb());
+  std::printf("attention: %s\n", attention.c_str());
   std::printf("BLAS: %s\n", blas.reason.c_str());
+  if (profile) {
+    OpProfile ops;
+    vae.decode(z);
+    std::fputs(ops.report(16).c_str(), stdout);
+  }
   return 0;
 }

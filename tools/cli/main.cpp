@@ -14,11 +14,13 @@
 #include "engine/checkpoint.h"
 #include "engine/docs.h"
 #include "engine/image_io.h"
+#include "engine/op_profile.h"
 #include "engine/pipeline.h"
 #include "engine/plugin.h"
 #include "engine/runtime.h"
 #include "engine/trace.h"
 #include "engine/version.h"
+#include "models/common/attention_dispatch.h"
 #include "tools/cli/registry_setup.h"
 #include "tools/parity/parity.h"
 
@@ -31,6 +33,7 @@ struct Globals {
   bool quiet = false;
   bool verbose = false;
   int threads = 0;
+  std::string attention = "auto";
   std::vector<std::string> plugins;
 };
 
@@ -117,6 +120,8 @@ struct RunArgs {
   std::string trace;
   std::vector<std::string> checkpoints;
   std::string dtype;
+  bool profile = false;
+  int profile_top = 8;  // operators per block in the --profile report
 };
 
 int cmd_run(const Globals& g, const RunArgs& a) {
@@ -164,6 +169,13 @@ int cmd_run(const Globals& g, const RunArgs& a) {
   }
   TraceObserver tracer;
   if (!a.trace.empty()) opts.observers.push_back(&tracer);
+  std::unique_ptr<OpProfile> profile;
+  std::unique_ptr<ProfileObserver> profile_blocks;
+  if (a.profile) {
+    profile = std::make_unique<OpProfile>();
+    profile_blocks = std::make_unique<ProfileObserver>(*profile);
+    opts.observers.push_back(profile_blocks.get());
+  }
   if (!g.quiet && isatty(STDERR_FILENO)) opts.step_callbacks.push_back(progress_printer());
 
   PipelineState state;
@@ -177,6 +189,12 @@ int cmd_run(const Globals& g, const RunArgs& a) {
   }
   double run_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_run).count();
   if (!a.trace.empty()) tracer.write_chrome_trace(a.trace);
+  if (profile) {
+    std::cout << "profile (per leaf block, outermost ATen operators):\n"
+              << profile->report(static_cast<size_t>(a.profile_top));
+    profile_blocks.reset();
+    profile.reset();
+  }
 
   std::vector<std::string> written;
   if (out_is_state) {
@@ -299,6 +317,11 @@ int main(int argc, char** argv) {
   app.add_flag("-q,--quiet", g.quiet, "Print only errors");
   app.add_flag("-v,--verbose", g.verbose, "Print debug logs");
   app.add_option("--threads", g.threads, "Intra-op threads (default: all cores)")->check(CLI::Range(1, 1024));
+  app.add_option("--attention", g.attention,
+                 "Attention kernel: auto (flash on the CPU, fused SDPA on CUDA with LibTorch 2), flash (blocked, no "
+                 "[L, L] score matrix), math, chunked, sdpa")
+      ->check(CLI::IsMember({"auto", "flash", "math", "chunked", "sdpa"}))
+      ->capture_default_str();
   app.add_option("--plugin", g.plugins, "Load a plugin shared library (repeatable)");
 
   RunArgs run;
@@ -309,12 +332,17 @@ int main(int argc, char** argv) {
   run_cmd->add_option("--out,-o", run.out, "Output: PNG path (batches get -0, -1 … suffixes) or .safetensors for the final state")
       ->capture_default_str();
   run_cmd->add_option("--trace", run.trace, "Write per-block timings as a Chrome trace JSON file");
+  run_cmd->add_flag("--profile", run.profile,
+                    "Print where the time went: the top ATen operators overall and per leaf block");
+  run_cmd->add_option("--profile-top", run.profile_top, "Operators per block in the --profile report")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1000));
   run_cmd->add_option("--checkpoint", run.checkpoints, "NAME:save|stop|load[=FILE] at the boundary after block NAME (repeatable)");
   run_cmd->add_option("--dtype", run.dtype,
                       "Compute dtype of every model component (UNet, VAE, text encoders), overriding the recipe's "
                       "`dtype:`: bf16 (bfloat16 weights and activations; norms and softmax stay float32; fast on CPUs "
-                      "with AVX512-BF16/AMX) or fp32")
-      ->check(CLI::IsMember({"bf16", "bfloat16", "fp32", "float32"}));
+                      "with AMX), fp32, or auto (bf16 where this CPU has AMX, else fp32; -v says which and why)")
+      ->check(CLI::IsMember({"bf16", "bfloat16", "fp32", "float32", "auto"}));
 
   std::vector<std::string> validate_files;
   auto* validate_cmd = app.add_subcommand("validate", "Statically validate recipes (no weights are read)");
@@ -355,6 +383,7 @@ int main(int argc, char** argv) {
   const BlasSelection blas = select_blas_core();  // float32 matmul at the CPU's speed (see engine/runtime.h)
   spdlog::debug("BLAS: {}", blas.reason);
   configure_threads(g.threads);
+  set_default_attention_backend(*attention_backend_from_name(g.attention));
 
   try {
     if (*run_cmd) return cmd_run(g, run);

@@ -8,7 +8,7 @@ PACKAGES=(
   libtorch-dev libopenblas0-openmp
   libyaml-cpp-dev libspdlog-dev libfmt-dev catch2 libcli11-dev nlohmann-json3-dev
   libpng-dev libjpeg62-turbo-dev libbenchmark-dev libpcre2-dev
-  libsentencepiece-dev
+  libsentencepiece-dev libdnnl-dev
 )
 
 missing=()
