@@ -24,7 +24,7 @@ BlockSpec SD3LoopDenoiserStep::spec() const {
       .input(pe)
       .input(sd::negative_prompt_embeds_in)
       .input(pooled)
-      .input(sd::negative_pooled_prompt_embeds_in)
+      .input(sd3::negative_pooled_prompt_embeds_in)
       .input(sd::guidance_scale)
       .output(sd::noise_pred_out)
       .output(sd3::timestep_out);

@@ -134,8 +134,8 @@ BlockSpec SD3TextEncoderStep::spec() const {
       .input(sd3::negative_prompt_3)
       .input(sd::prompt_embeds_in)
       .input(sd::negative_prompt_embeds_in)
-      .input(sd::pooled_prompt_embeds_in)
-      .input(sd::negative_pooled_prompt_embeds_in)
+      .input(sd3::pooled_prompt_embeds_in)
+      .input(sd3::negative_pooled_prompt_embeds_in)
       .input(sd::clip_skip)
       .input(sd3::max_sequence_length)
       .input(sd::guidance_scale)
@@ -164,7 +164,7 @@ void SD3TextEncoderStep::run(Components& c, BlockState& s) const {
   Joint pos;
   std::vector<std::string> prompts;
   if (s.has(sd::prompt_embeds_in.name)) {
-    pos = given_embeds(s, sd::prompt_embeds_in.name, sd::pooled_prompt_embeds_in.name);
+    pos = given_embeds(s, sd::prompt_embeds_in.name, sd3::pooled_prompt_embeds_in.name);
   } else {
     prompts = sd::prompt_list(s, sd::prompt.name);
     if (prompts.empty()) throw InputError("give a prompt (or prompt_embeds)", {}, path, "--set prompt=\"a cat\"");
@@ -183,7 +183,7 @@ void SD3TextEncoderStep::run(Components& c, BlockState& s) const {
   }
   Joint neg;
   if (s.has(sd::negative_prompt_embeds_in.name)) {
-    neg = given_embeds(s, sd::negative_prompt_embeds_in.name, sd::negative_pooled_prompt_embeds_in.name);
+    neg = given_embeds(s, sd::negative_prompt_embeds_in.name, sd3::negative_pooled_prompt_embeds_in.name);
   } else {
     const int64_t b = pos.embeds.size(0);
     // negative_prompt or ""; the second and third default to the first; no clip_skip (as diffusers).

@@ -21,6 +21,11 @@ inline const InputParam max_sequence_length{
     "max_sequence_length", Kind::Int,
     "T5 tokens of the prompt (padded / truncated to it), at most 512 and the T5 tokenizer's model_max_length",
     false, Value(int64_t{256})};
+inline const InputParam pooled_prompt_embeds_in{
+    "pooled_prompt_embeds", Kind::Tensor,
+    "Pooled text embeddings [B, P_L + P_G]; given with prompt_embeds, the text encoders are skipped"};
+inline const InputParam negative_pooled_prompt_embeds_in{"negative_pooled_prompt_embeds", Kind::Tensor,
+                                                         "Negative pooled text embeddings [B, P_L + P_G]"};
 inline const OutputParam pooled_prompt_embeds{"pooled_prompt_embeds", Kind::Tensor,
                                               "Pooled text embeddings [B, P_L + P_G] (the two CLIP text_embeds)",
                                               "denoiser_input_fields"};
