@@ -17,6 +17,13 @@ at::Tensor apply_activation(const std::string& name, const at::Tensor& x) {
   throw ModelLoadError("unsupported activation function '" + name + "' (supported: swish, silu, mish, gelu, relu)");
 }
 
+at::Tensor apply_activation_(const std::string& name, at::Tensor x) {
+  if (at::GradMode::is_enabled() && x.requires_grad()) return apply_activation(name, x);
+  if (name == "swish" || name == "silu") return at::silu_(x);
+  if (name == "relu") return at::relu_(x);
+  return apply_activation(name, x);
+}
+
 void check_activation(const std::string& name) {
   if (name != "swish" && name != "silu" && name != "mish" && name != "gelu" && name != "relu")
     apply_activation(name, at::Tensor());  // throws the message
@@ -48,7 +55,7 @@ ResnetBlock2DImpl::ResnetBlock2DImpl(ResnetBlock2DOptions options_) : options(st
 at::Tensor ResnetBlock2DImpl::forward(const at::Tensor& input_tensor, const at::Tensor& temb) {
   const std::string& act = options.non_linearity();
   at::Tensor hidden_states = group_norm_fp32(*norm1, input_tensor);
-  hidden_states = apply_activation(act, hidden_states);
+  hidden_states = apply_activation_(act, std::move(hidden_states));  // the norm's own output: in place
   hidden_states = conv1(hidden_states);
 
   at::Tensor emb;
@@ -65,7 +72,7 @@ at::Tensor ResnetBlock2DImpl::forward(const at::Tensor& input_tensor, const at::
     auto scale_shift = emb.chunk(2, 1);
     hidden_states = hidden_states * (1 + scale_shift[0]) + scale_shift[1];
   }
-  hidden_states = apply_activation(act, hidden_states);
+  hidden_states = apply_activation_(act, std::move(hidden_states));  // a fresh tensor from the norm / scale-shift
   hidden_states = conv2(hidden_states);  // dropout is the identity at inference
 
   at::Tensor shortcut = conv_shortcut ? conv_shortcut(input_tensor.contiguous()) : input_tensor;

@@ -356,7 +356,7 @@ at::Tensor UNet2DConditionModelImpl::forward(const at::Tensor& sample_in, const 
   }
 
   sample = group_norm_fp32(*conv_norm_out, sample);
-  sample = at::silu(sample);  // conv_act
+  sample = silu_after_norm(std::move(sample));  // conv_act, in place on the norm's output
   sample = conv_out(sample);  // [B, out_channels, h, w]
   return sample.to(at::kFloat);
 }

@@ -178,7 +178,7 @@ at::Tensor EncoderImpl::forward(const at::Tensor& sample) {
   for (size_t i = 0; i < down_blocks->size(); ++i) h = down_blocks[i]->as<DownEncoderBlock2DImpl>()->forward(h);
   h = mid_block(h);
   h = group_norm_fp32(*conv_norm_out, h);
-  h = at::silu(h);  // conv_act
+  h = silu_after_norm(std::move(h));  // conv_act, in place on the norm's output
   h = conv_out(h);  // [B, (2*)latent, h, w]
   return h;
 }
@@ -217,7 +217,7 @@ at::Tensor DecoderImpl::forward(const at::Tensor& sample) {
   h = mid_block(h);
   for (size_t i = 0; i < up_blocks->size(); ++i) h = up_blocks[i]->as<UpDecoderBlock2DImpl>()->forward(h);
   h = group_norm_fp32(*conv_norm_out, h);
-  h = at::silu(h);  // conv_act
+  h = silu_after_norm(std::move(h));  // conv_act, in place on the norm's output
   h = conv_out(h);  // [B, out, H, W]
   return h;
 }
