@@ -283,14 +283,21 @@ bool is_py_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r
 // ---- loading ----
 
 std::shared_ptr<CLIPTokenizer> CLIPTokenizer::from_pretrained(const std::string& folder) {
+  return from_pretrained(folder, folder);
+}
+
+std::shared_ptr<CLIPTokenizer> CLIPTokenizer::from_pretrained(const std::string& folder,
+                                                              const std::string& vocab_folder) {
   std::shared_ptr<CLIPTokenizer> tok(new CLIPTokenizer());
   tok->folder_ = folder;
-  const fs::path dir(folder);
+  const fs::path dir(folder), vocab_dir(vocab_folder);
   std::error_code ec;
   if (!fs::is_directory(dir, ec)) throw ModelLoadError("CLIPTokenizer: tokenizer folder '" + folder + "' is missing");
+  if (vocab_folder != folder && !fs::is_directory(vocab_dir, ec))
+    throw ModelLoadError("CLIPTokenizer: vocabulary folder '" + vocab_folder + "' is missing");
 
   // vocab.json: token -> id
-  const fs::path vocab_path = dir / "vocab.json";
+  const fs::path vocab_path = vocab_dir / "vocab.json";
   const nlohmann::json vocab = read_json(vocab_path, true);
   tok->encoder_.reserve(vocab.size());
   for (auto it = vocab.begin(); it != vocab.end(); ++it) {
@@ -302,7 +309,7 @@ std::shared_ptr<CLIPTokenizer> CLIPTokenizer::from_pretrained(const std::string&
   if (tok->encoder_.empty()) throw ModelLoadError("CLIPTokenizer: '" + vocab_path.string() + "' is empty");
 
   // merges.txt: "#version: …" then one "first second" pair per line, in rank order.
-  const fs::path merges_path = dir / "merges.txt";
+  const fs::path merges_path = vocab_dir / "merges.txt";
   const std::string merges = read_file(merges_path, true);
   std::istringstream lines(merges);
   std::string line;
@@ -330,11 +337,15 @@ std::shared_ptr<CLIPTokenizer> CLIPTokenizer::from_pretrained(const std::string&
   }
   if (first_content_line) throw ModelLoadError("CLIPTokenizer: '" + merges_path.string() + "' is empty");
 
-  // Special and added tokens: tokenizer_config.json first, special_tokens_map.json next, then CLIP defaults.
+  // Special and added tokens: tokenizer_config.json first, special_tokens_map.json next, then CLIP defaults. As in
+  // transformers, a config without added_tokens_decoder (written before transformers 4.34) gives way to the map:
+  // SD 2.x's published tokenizer has pad "<|endoftext|>" in the config and "!" in the map, and pads with "!".
   const fs::path config_path = dir / "tokenizer_config.json", map_path = dir / "special_tokens_map.json";
   const nlohmann::json config = read_json(config_path, false);
   const nlohmann::json special_map = read_json(map_path, false);
+  const bool map_first = !config.contains("added_tokens_decoder");
   auto special = [&](const std::string& key, const std::string& fallback) -> std::optional<std::string> {
+    if (map_first && special_map.contains(key)) return token_content(special_map[key], key, map_path);
     if (config.contains(key)) return token_content(config[key], key, config_path);
     if (special_map.contains(key)) return token_content(special_map[key], key, map_path);
     return fallback;

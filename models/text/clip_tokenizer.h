@@ -44,9 +44,16 @@ struct CLIPTokenizerOutput {
 class CLIPTokenizer final : public Component {
  public:
   /// Reads `folder`/vocab.json, merges.txt (first line `#version…`) and, when present, tokenizer_config.json
-  /// and special_tokens_map.json (model_max_length, bos/eos/unk/pad tokens, added_tokens_decoder).
-  /// Missing or malformed files: ModelLoadError naming the file.
+  /// and special_tokens_map.json (model_max_length, bos/eos/unk/pad tokens, added_tokens_decoder). A
+  /// tokenizer_config.json without added_tokens_decoder (transformers < 4.34) gives way to
+  /// special_tokens_map.json, as in transformers. Missing or malformed files: ModelLoadError naming the file.
   static std::shared_ptr<CLIPTokenizer> from_pretrained(const std::string& folder);
+  /// Same, with vocab.json and merges.txt read from `vocab_folder` instead (a shipped defaults tokenizer folder,
+  /// models/loading/model_defaults.h, holds only the two configs; the vocabulary lives once in clip/).
+  ///
+  ///   auto tok = CLIPTokenizer::from_pretrained(shipped_family_dir("sdxl-base") + "/tokenizer_2",
+  ///                                             shipped_clip_vocab_dir());
+  static std::shared_ptr<CLIPTokenizer> from_pretrained(const std::string& folder, const std::string& vocab_folder);
 
   std::string type() const override { return "CLIPTokenizer"; }
   size_t nbytes() const override;

@@ -179,6 +179,7 @@ TEST_CASE("CLIPTokenizer rejects bad tokenizer files naming the file", "[model][
   SECTION("special token missing from the vocabulary") {
     TempTokenizer t(src);
     t.write("tokenizer_config.json", "{\"bos_token\": \"<|nope|>\"}");
+    t.write("special_tokens_map.json", "{\"bos_token\": \"<|nope|>\"}");  // a legacy config gives way to the map
     expect_error(t.dir, "<|nope|>");
   }
   SECTION("tokenizer_config.json is not JSON") {
