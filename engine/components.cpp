@@ -94,6 +94,22 @@ ComponentSpec Components::effective_spec(const ComponentSpec& spec) const {
     const ComponentTypeInfo* info = registry_.find_component_type(spec.type);
     if (info && info->category == ComponentCategory::Model) s.dtype = manager_->dtype_override();
   }
+  if (spec.creation == Creation::FromPretrained && !spec.from.empty()) {
+    // A single-file checkpoint holds only weights: tokenizers, schedulers and other non-model components read
+    // their files from its configs folder, which stands for the model folder.
+    const ComponentTypeInfo* info = registry_.find_component_type(spec.type);
+    if (info && info->category != ComponentCategory::Model)
+      if (auto source = registry_.model_source(spec)) {
+        s.from = source->config_dir;
+        s.model_type.clear();
+        s.config_from.clear();
+      }
+  }
+  if (!manager_->lora_override().empty()) {
+    const ComponentTypeInfo* info = registry_.find_component_type(spec.type);
+    if (info && info->accepts_loras)
+      s.loras.insert(s.loras.end(), manager_->lora_override().begin(), manager_->lora_override().end());
+  }
   return s;
 }
 

@@ -33,6 +33,10 @@ class ComponentsManager {
   /// component created through this manager from now on (`tessera run --dtype`). InputError for an unknown name.
   void set_dtype_override(const std::string& dtype);
   const std::string& dtype_override() const { return dtype_override_; }
+  /// LoRAs appended to the `loras` of every component whose type accepts them (`tessera run --lora`), for
+  /// components created through this manager from now on.
+  void set_lora_override(std::vector<LoraSpec> loras) { lora_override_ = std::move(loras); }
+  const std::vector<LoraSpec>& lora_override() const { return lora_override_; }
 
   /// Returns the component for `key`, creating it with `make` if absent.
   ComponentPtr get_or_create(const std::string& key, const std::function<ComponentPtr()>& make);
@@ -47,6 +51,7 @@ class ComponentsManager {
  private:
   mutable std::mutex mu_;
   std::string dtype_override_;
+  std::vector<LoraSpec> lora_override_;
   std::map<std::string, ComponentPtr> loaded_;
   size_t creations_ = 0;
 };

@@ -365,9 +365,30 @@ std::vector<ComponentSpec> Pipeline::resolved_components(const ValueMap& inputs)
     // command line resolves against the working directory.
     if (!spec.from.empty() && from_recipe && fs::path(spec.from).is_relative())
       spec.from = (fs::path(rc.origin_dir) / spec.from).lexically_normal().string();
+    bool hint_from_recipe = true;
+    spec.model_type = substitute(spec.model_type, hint_from_recipe);
+    bool config_from_recipe = true;
+    spec.config_from = substitute(spec.config_from, config_from_recipe);
+    if (!spec.config_from.empty() && config_from_recipe && fs::path(spec.config_from).is_relative())
+      spec.config_from = (fs::path(rc.origin_dir) / spec.config_from).lexically_normal().string();
+    if (spec.from.empty() || !registry_.model_source(spec)) {
+      spec.model_type.clear();  // single-file hints mean nothing for a folder: keep load ids shared
+      spec.config_from.clear();
+    }
+    for (auto& lora : spec.loras) {
+      bool file_from_recipe = true, weight_from_recipe = true;
+      lora.file = substitute(lora.file, file_from_recipe);
+      lora.weight = substitute(lora.weight, weight_from_recipe);
+      if (file_from_recipe && fs::path(lora.file).is_relative())
+        lora.file = (fs::path(rc.origin_dir) / lora.file).lexically_normal().string();
+    }
     bool type_from_recipe = true;
     spec.type = substitute(spec.type, type_from_recipe);
-    if (spec.type == kAutoComponentType) spec.type = model_index_class(spec, rc.loc);
+    if (spec.type == kAutoComponentType) {
+      ComponentSpec lookup = spec;  // a single file's classes are its configs folder's
+      if (auto source = registry_.model_source(spec)) lookup.from = source->config_dir;
+      spec.type = model_index_class(lookup, rc.loc);
+    }
     if (!registry_.find_component_type(spec.type))
       throw InputError("component '" + name + "' has unknown type '" + spec.type + "'",
                        type_from_recipe ? rc.loc : SourceLoc{recipe_.file}, {},
@@ -428,7 +449,16 @@ PipelineState Pipeline::run(const ValueMap& inputs, const RunOptions& options) {
     for (const auto& spec : specs) {
       if (spec.creation != Creation::FromPretrained || spec.from.empty()) continue;
       if (std::find(plan.components.begin(), plan.components.end(), spec.name) == plan.components.end()) continue;
-      const fs::path dir = spec.subfolder.empty() ? fs::path(spec.from) : fs::path(spec.from) / spec.subfolder;
+      // A single-file checkpoint: its configs folder stands for the model folder in the checks below.
+      const std::optional<ModelSourceInfo> source = registry_.model_source(spec);
+      const fs::path folder = source ? fs::path(source->config_dir) : fs::path(spec.from);
+      const fs::path dir = spec.subfolder.empty() ? folder : folder / spec.subfolder;
+      if (source && !fs::exists(dir))
+        throw ModelLoadError("component '" + spec.name + "' (" + spec.type + "): " + source->description +
+                                 ", whose configs have no '" + spec.subfolder + "/'",
+                             {recipe_.file}, {},
+                             "this recipe (" + recipe_.file + ") needs a model of another family; use the recipe of "
+                             "the checkpoint's family, or name the family with --set model_type=…");
       if (!fs::exists(dir))
         throw ModelLoadError("component '" + spec.name + "' (" + spec.type + "): '" + dir.string() +
                                  "' does not exist",
@@ -441,13 +471,13 @@ PipelineState Pipeline::run(const ValueMap& inputs, const RunOptions& options) {
       const ComponentTypeInfo* info = registry_.find_component_type(spec.type);
       if (!info || (info->category != ComponentCategory::Model && info->category != ComponentCategory::Tokenizer))
         continue;
-      const std::string found = model_index_entry(spec.from, spec.subfolder.empty() ? spec.name : spec.subfolder);
+      const std::string found = model_index_entry(folder, spec.subfolder.empty() ? spec.name : spec.subfolder);
       if (!found.empty() && !same_component_class(spec.type, found)) {
-        const std::string pipeline_class = model_index_entry(spec.from, "_class_name");
+        const std::string pipeline_class = model_index_entry(folder, "_class_name");
         throw ModelLoadError("component '" + spec.name + "' must be a " + spec.type + ", but the model folder's " +
                                  "model_index.json names " + found + " for '" +
                                  (spec.subfolder.empty() ? spec.name : spec.subfolder) + "'",
-                             SourceLoc{(fs::path(spec.from) / "model_index.json").string()}, {},
+                             SourceLoc{(folder / "model_index.json").string()}, {},
                              "this recipe (" + recipe_.file + ") does not fit this model folder" +
                                  std::string(pipeline_class.empty() ? "" : " (a " + pipeline_class + ")") +
                                  ": use the recipe of its family");

@@ -460,7 +460,8 @@ Recipe parse_document(const std::string& text_in, const std::string& file, LoadC
       std::string name = r.key(kv.first, "components");
       check_name(r, kv.first, name, "component name");
       const YAML::Node& c = kv.second;
-      r.check_keys(c, {"type", "from", "subfolder", "variant", "dtype", "config", "creation", "description"},
+      r.check_keys(c, {"type", "from", "subfolder", "variant", "dtype", "config", "creation", "description", "model_type",
+                       "config_from", "loras"},
                    "component '" + name + "'");
       RecipeComponent rc;
       rc.loc = r.loc(kv.first);
@@ -479,6 +480,22 @@ Recipe parse_document(const std::string& text_in, const std::string& file, LoadC
           r.fail(c["dtype"], "component '" + name + "': " + problem, "write dtype: bf16, fp32 or auto (or leave it out for float32)");
       }
       if (c["description"]) rc.spec.description = r.scalar(c["description"], "description");
+      if (c["model_type"]) rc.spec.model_type = r.scalar(c["model_type"], "model_type");
+      if (c["config_from"]) rc.spec.config_from = r.scalar(c["config_from"], "config_from");
+      if (const YAML::Node& loras = c["loras"]) {
+        if (!loras.IsSequence())
+          r.fail(loras, "component '" + name + "': loras must be a list of {file, weight}",
+                 "write loras: [{file: style.safetensors, weight: 0.8}]");
+        for (const auto& l : loras) {
+          if (!l.IsMap()) r.fail(l, "component '" + name + "': each LoRA must be a map {file, weight}");
+          r.check_keys(l, {"file", "weight"}, "a LoRA of component '" + name + "'");
+          if (!l["file"]) r.fail(l, "component '" + name + "': a LoRA has no 'file'");
+          LoraSpec ls;
+          ls.file = r.scalar(l["file"], "file");
+          if (l["weight"]) ls.weight = r.scalar(l["weight"], "weight");
+          rc.spec.loras.push_back(std::move(ls));
+        }
+      }
       if (c["config"]) rc.spec.config = r.value(c["config"], Kind::Map, "config");
       rc.spec.creation = rc.spec.from.empty() ? Creation::FromConfig : Creation::FromPretrained;
       if (c["creation"]) {

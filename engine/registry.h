@@ -2,6 +2,7 @@
 /// Registry of block types, component types (models, schedulers, guiders, tokenizers) and selectors.
 /// Filled by explicit register_builtin_* calls and by plugins; records who registered each id.
 #include <functional>
+#include <optional>
 #include <map>
 #include <memory>
 #include <string>
@@ -32,10 +33,29 @@ struct ComponentTypeInfo {
   std::string description;
   std::function<ComponentPtr(const ComponentSpec&)> create;
   std::string source;
+  /// Whether `create` fuses the spec's `loras` (UNet, CLIP text encoders); recipes may give `loras:` only to
+  /// such types, and `tessera run --lora` adds to them.
+  bool accepts_loras = false;
 };
+
+/// Where a pretrained component's configs live when its `from` is not a diffusers folder (a single-file
+/// checkpoint): a folder with model_index.json and per-component configs, and a line saying what was found.
+struct ModelSourceInfo {
+  std::string config_dir;
+  std::string description;
+};
+/// nullopt: `spec.from` is a diffusers folder (or nothing this resolver knows). May throw ModelLoadError.
+using ModelSourceResolver = std::function<std::optional<ModelSourceInfo>(const ComponentSpec&)>;
 
 class Registry {
  public:
+  /// Set by the models library (register_builtin_models): resolves single-file checkpoints.
+  void set_model_source_resolver(ModelSourceResolver resolver) { model_source_resolver_ = std::move(resolver); }
+  /// The resolved source of `spec` when it is not a diffusers folder (nullopt without a resolver).
+  std::optional<ModelSourceInfo> model_source(const ComponentSpec& spec) const {
+    return model_source_resolver_ ? model_source_resolver_(spec) : std::nullopt;
+  }
+
   /// Source attributed to registrations from now on ("builtin" by default; the plugin path while a plugin registers).
   void set_source(std::string source) { source_ = std::move(source); }
   const std::string& source() const { return source_; }
@@ -65,6 +85,7 @@ class Registry {
   ComponentPtr create_component(const ComponentSpec& spec) const;
 
  private:
+  ModelSourceResolver model_source_resolver_;
   std::string source_ = "builtin";
   std::map<std::string, BlockTypeInfo> blocks_;
   std::map<std::string, ComponentTypeInfo> components_;

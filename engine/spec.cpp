@@ -100,7 +100,10 @@ const char* creation_name(Creation c) { return c == Creation::FromPretrained ? "
 
 std::string ComponentSpec::load_id() const {
   const std::string d = canonical_dtype(dtype);
-  return from + "|" + subfolder + "|" + variant + "|" + (d.empty() ? dtype : d);
+  std::string id = from + "|" + subfolder + "|" + variant + "|" + (d.empty() ? dtype : d);
+  if (!model_type.empty() || !config_from.empty()) id += "|single_file:" + model_type + "|" + config_from;
+  for (const auto& l : loras) id += "|lora:" + l.file + ":" + l.weight;
+  return id;
 }
 
 std::string canonical_dtype(const std::string& name, std::string* problem) {

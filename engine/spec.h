@@ -65,6 +65,14 @@ inline constexpr const char* kAutoComponentType = "auto";
 const char* creation_name(Creation c);
 
 /// A component a block needs (model, scheduler, guider, tokenizer…), by diffusers' class name.
+/// A LoRA fused into a model component (models/adapters/lora.h). Both fields may hold `${input}` placeholders
+/// until the pipeline resolves them; `weight` is then a number (a ValidationError/InputError otherwise).
+struct LoraSpec {
+  std::string file;
+  std::string weight = "1";
+  bool operator==(const LoraSpec& o) const { return file == o.file && weight == o.weight; }
+};
+
 struct ComponentSpec {
   std::string name;         ///< "unet", "scheduler", …
   std::string type;         ///< "UNet2DConditionModel", "DDIMScheduler", …
@@ -77,9 +85,17 @@ struct ComponentSpec {
   /// Recipes set it with `dtype:`; `tessera run --dtype` overrides it for every model component of a run.
   std::string dtype;
   Creation creation = Creation::FromPretrained;
+  /// When `from` is a single-file checkpoint (models/loading/single_file.h): its family ("" or "auto" = detect
+  /// from the keys, else e.g. "sd2" / "sdxl-base") and a diffusers folder to take the configs from ("" = the
+  /// configs Tessera ships for the family). Ignored for diffusers folders.
+  std::string model_type;
+  std::string config_from;
+  /// LoRAs fused into the weights after loading, in order (model types that accept them: UNet, CLIP text
+  /// encoders); `tessera run --lora` appends to every such component.
+  std::vector<LoraSpec> loras;
 
-  /// path|subfolder|variant|dtype: two specs with the same load id share one loaded component (an fp32 and a
-  /// bf16 copy of the same weights do not).
+  /// path|subfolder|variant|dtype (+ single-file hints and LoRAs when set): two specs with the same load id
+  /// share one loaded component (an fp32 and a bf16 copy of the same weights do not, nor two LoRA sets).
   std::string load_id() const;
 };
 

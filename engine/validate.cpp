@@ -1,4 +1,5 @@
 // Static validation of a built pipeline: everything that can be checked without reading a weight.
+#include <cstdlib>
 #include <map>
 #include <set>
 
@@ -228,11 +229,27 @@ std::vector<ValidationError> Pipeline::problems() const {
                                    (want ? std::string(" (") + component_category_name(want->category) + ")" : ""),
                                rc.loc));
     }
-    for (const std::string* field : {&rc.spec.from, &rc.spec.subfolder, &rc.spec.variant})
+    std::vector<const std::string*> fields = {&rc.spec.from, &rc.spec.subfolder, &rc.spec.variant,
+                                              &rc.spec.model_type, &rc.spec.config_from};
+    for (const auto& l : rc.spec.loras) fields.insert(fields.end(), {&l.file, &l.weight});
+    for (const std::string* field : fields)
       for (const auto& var : placeholders(*field))
         if (!recipe_.find_input(var))
           ck.add(ValidationError("component '" + name + "' uses '${" + var + "}', which is not a recipe input", rc.loc,
                                  {}, "declare it under 'inputs:' (e.g. with a default path)"));
+    if (!rc.spec.loras.empty() && info && !info->accepts_loras)
+      ck.add(ValidationError("component '" + name + "' (" + type + ") has loras, but " + type +
+                                 " does not take LoRAs",
+                             rc.loc, {}, "give loras to the UNet or the CLIP text encoders"));
+    for (const auto& l : rc.spec.loras) {
+      if (!placeholders(l.weight).empty()) continue;
+      char* end = nullptr;
+      std::strtod(l.weight.c_str(), &end);
+      if (l.weight.empty() || *end != '\0')
+        ck.add(ValidationError("component '" + name + "': LoRA weight '" + l.weight + "' of " + l.file +
+                                   " is not a number",
+                               rc.loc, {}, "write weight: 0.8"));
+    }
   }
   for (const auto& [name, ps] : expected) {
     if (recipe_.components.count(name)) continue;
@@ -269,8 +286,13 @@ std::vector<ValidationError> Pipeline::problems() const {
   // Recipe inputs: defaults of the right kind; each one read by something.
   std::set<std::string> used_by_components;
   for (const auto& [name, rc] : recipe_.components)
-    for (const std::string* field : {&rc.spec.from, &rc.spec.subfolder, &rc.spec.variant, &rc.spec.type})
+  {
+    std::vector<const std::string*> fields = {&rc.spec.from, &rc.spec.subfolder, &rc.spec.variant, &rc.spec.type,
+                                              &rc.spec.model_type, &rc.spec.config_from};
+    for (const auto& l : rc.spec.loras) fields.insert(fields.end(), {&l.file, &l.weight});
+    for (const std::string* field : fields)
       for (const auto& var : placeholders(*field)) used_by_components.insert(var);
+  }
   std::set<std::string> triggers;
   walk_blocks(*root_, [&](const std::string&, const Block& b, const std::vector<const Block*>&) {
     if (!b.trigger().empty()) triggers.insert(b.trigger());

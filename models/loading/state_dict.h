@@ -11,6 +11,7 @@
 /// view of the memory-mapped file (copy-on-write, paged in on first use); other dtypes are converted once.
 #include <torch/nn/module.h>
 
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -37,6 +38,21 @@ struct LoadStateDictOptions {
 /// both shapes and the file. Nothing is modified when there is any problem. Runs under torch::NoGradGuard.
 void load_state_dict(torch::nn::Module& module, const std::vector<std::string>& files,
                      const LoadStateDictOptions& options);
+
+/// A tensor to load from memory rather than from a file list: converted single-file checkpoints (models/loading/
+/// single_file.h) hand over views of their mapped file under diffusers names.
+struct SourceTensor {
+  at::Tensor tensor;
+  /// Where it came from, for messages: "file.safetensors: model.diffusion_model.out.2.weight".
+  std::string origin;
+  /// Called once a converted copy replaces the tensor (a dtype change), to drop the file pages it views; may be
+  /// empty.
+  std::function<void()> release;
+};
+
+/// Same contract as the file overload, from named tensors; `source` names them in the summary ("the file X").
+void load_state_dict(torch::nn::Module& module, const std::map<std::string, SourceTensor>& tensors,
+                     const LoadStateDictOptions& options, const std::string& source);
 
 /// Shorthand with a dtype only (no ignore list).
 void load_state_dict(torch::nn::Module& module, const std::vector<std::string>& files,

@@ -3,6 +3,7 @@
 #include <torch/nn/functional/activation.h>
 
 #include <cmath>
+#include <filesystem>
 #include <limits>
 
 #include "engine/error.h"
@@ -10,7 +11,10 @@
 #include "engine/value.h"
 #include "models/common/attention_dispatch.h"
 #include "models/common/precision.h"
+#include "models/adapters/lora.h"
+#include "models/loading/component_source.h"
 #include "models/loading/config_reader.h"
+#include "models/loading/model_defaults.h"
 #include "models/loading/skip_init.h"
 #include "models/loading/diffusers_folder.h"
 #include "models/loading/state_dict.h"
@@ -247,12 +251,12 @@ size_t CLIPTextModelWithProjectionImpl::nbytes() const { return module_nbytes(*t
 
 namespace {
 
-/// Builds Impl from folder/subfolder/config.json (with `overrides`, a Value map or none) and loads its weights.
+/// Builds Impl from the component's config.json (with `overrides`, a Value map or none), loads its weights
+/// (diffusers folder or single-file checkpoint) and fuses the spec's LoRAs.
 template <typename Impl>
-std::shared_ptr<Impl> load_text_model(const std::string& folder, const std::string& subfolder,
-                                      const std::string& variant, at::ScalarType dtype, const Value& overrides) {
-  ModelConfig config = ModelConfig::from_folder(folder, subfolder);
-  config.apply_overrides(overrides);
+std::shared_ptr<Impl> load_text_model(const ComponentSpec& spec, at::ScalarType dtype) {
+  ModelConfig config = pretrained_component_config(spec);
+  config.apply_overrides(spec.config);
   const CLIPTextConfig options = CLIPTextConfig::from_config(config);
   config.finish();
   std::shared_ptr<Impl> model;
@@ -263,21 +267,33 @@ std::shared_ptr<Impl> load_text_model(const std::string& folder, const std::stri
   LoadStateDictOptions load;
   load.dtype = dtype;
   load.ignore = {"position_ids"};  // transformers' non-persistent buffer, present in older checkpoints
-  load_state_dict(*model, resolve_weight_files(component_dir(folder, subfolder), kTransformersWeightsName, variant),
-                  load);
+  load_pretrained_weights(*model, spec, config.json(), kTransformersWeightsName, load);
+  fuse_component_loras(*model, spec, config.json());
   model->eval();
   return model;
 }
 
 template <typename Impl>
+std::shared_ptr<Impl> load_text_model(const std::string& folder, const std::string& subfolder,
+                                      const std::string& variant, at::ScalarType dtype) {
+  ComponentSpec spec;
+  spec.name = subfolder.empty() ? "text_encoder" : subfolder;
+  spec.from = folder;
+  spec.subfolder = subfolder;
+  spec.variant = variant;
+  return load_text_model<Impl>(spec, dtype);
+}
+
+template <typename Impl>
 ComponentPtr create_text_model(const ComponentSpec& spec) {
   const at::ScalarType dtype = model_dtype(spec);
-  if (!spec.from.empty()) return load_text_model<Impl>(spec.from, spec.subfolder, spec.variant, dtype, spec.config);
+  if (!spec.from.empty()) return load_text_model<Impl>(spec, dtype);
   ModelConfig config(nlohmann::json::object(), "component '" + spec.name + "' config");
   config.apply_overrides(spec.config);
   auto model = std::make_shared<Impl>(CLIPTextConfig::from_config(config));
   config.finish();
   if (dtype != at::kFloat) model->to(dtype);
+  fuse_component_loras(*model, spec, config.json());
   model->eval();
   return model;
 }
@@ -286,13 +302,34 @@ ComponentPtr create_text_model(const ComponentSpec& spec) {
 
 std::shared_ptr<CLIPTextModelImpl> load_clip_text_model(const std::string& folder, const std::string& subfolder,
                                                         const std::string& variant, at::ScalarType dtype) {
-  return load_text_model<CLIPTextModelImpl>(folder, subfolder, variant, dtype, Value());
+  return load_text_model<CLIPTextModelImpl>(folder, subfolder, variant, dtype);
 }
 
 std::shared_ptr<CLIPTextModelWithProjectionImpl> load_clip_text_model_with_projection(
     const std::string& folder, const std::string& subfolder, const std::string& variant, at::ScalarType dtype) {
-  return load_text_model<CLIPTextModelWithProjectionImpl>(folder, subfolder, variant, dtype, Value());
+  return load_text_model<CLIPTextModelWithProjectionImpl>(folder, subfolder, variant, dtype);
 }
+
+namespace {
+
+/// Whether `dir` lies inside the shipped defaults folder (model_defaults.h).
+bool under_shipped_defaults(const std::string& dir) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  fs::path root;
+  try {
+    root = fs::weakly_canonical(shipped_defaults_dir(), ec);
+  } catch (const Error&) {
+    return false;
+  }
+  const fs::path d = fs::weakly_canonical(dir, ec);
+  auto r = root.begin(), x = d.begin();
+  for (; r != root.end(); ++r, ++x)
+    if (x == d.end() || *r != *x) return false;
+  return true;
+}
+
+}  // namespace
 
 void register_clip_text_components(Registry& registry) {
   registry.add_component_type(
@@ -301,15 +338,20 @@ void register_clip_text_components(Registry& registry) {
        [](const ComponentSpec& spec) -> ComponentPtr {
          if (spec.from.empty())
            throw ValidationError("component '" + spec.name + "': CLIPTokenizer needs `from` (a tokenizer folder)");
-         return CLIPTokenizer::from_pretrained(component_dir(spec.from, spec.subfolder));
+         const std::string dir = component_dir(spec.from, spec.subfolder);
+         // The tokenizer folders Tessera ships for single-file checkpoints hold only their configs: the BPE data
+         // (the same for every SD family) is shipped once.
+         if (!std::filesystem::exists(std::filesystem::path(dir) / "vocab.json") && under_shipped_defaults(dir))
+           return CLIPTokenizer::from_pretrained(dir, shipped_clip_vocab_dir());
+         return CLIPTokenizer::from_pretrained(dir);
        },
        {}});
   registry.add_component_type({"CLIPTextModel", ComponentCategory::Model,
                                "transformers' CLIP text encoder (last_hidden_state, pooler_output, hidden_states)",
-                               create_text_model<CLIPTextModelImpl>, {}});
+                               create_text_model<CLIPTextModelImpl>, {}, /*accepts_loras=*/true});
   registry.add_component_type({"CLIPTextModelWithProjection", ComponentCategory::Model,
                                "CLIP text encoder with text_projection (SDXL text_encoder_2: text_embeds)",
-                               create_text_model<CLIPTextModelWithProjectionImpl>, {}});
+                               create_text_model<CLIPTextModelWithProjectionImpl>, {}, /*accepts_loras=*/true});
 }
 
 }  // namespace tessera

@@ -385,6 +385,7 @@ void register_unet_2d_condition(Registry& registry) {
   info.category = ComponentCategory::Model;
   info.description = "diffusers' UNet2DConditionModel (SD 1.x/2.x, SDXL, LCM) from a diffusers folder";
   info.create = [](const ComponentSpec& spec) { return create_diffusers_model<UNet2DConditionModelImpl, UNet2DConditionModelConfig>(spec); };
+  info.accepts_loras = true;  // fuse_component_loras in create_diffusers_model
   registry.add_component_type(std::move(info));
 }
 

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -56,11 +57,14 @@ struct Session {
     return o;
   }
   /// `dtype` ("" = as the recipe says): the compute dtype of every model component (--dtype).
-  std::unique_ptr<Pipeline> pipeline(const std::string& recipe_path, const std::string& dtype = {}) {
+  /// `loras` (--lora FILE[:WEIGHT]): fused into every component that takes LoRAs (UNet, text encoders).
+  std::unique_ptr<Pipeline> pipeline(const std::string& recipe_path, const std::string& dtype = {},
+                                     const std::vector<LoraSpec>& loras = {}) {
     BuildOptions options = build_options();
-    if (!dtype.empty()) {
+    if (!dtype.empty() || !loras.empty()) {
       options.manager = std::make_shared<ComponentsManager>();
-      options.manager->set_dtype_override(dtype);
+      if (!dtype.empty()) options.manager->set_dtype_override(dtype);
+      options.manager->set_lora_override(loras);
     }
     auto p = Pipeline::from_recipe(load_recipe(recipe_path), registry, options);
     p->validate();
@@ -120,6 +124,7 @@ struct RunArgs {
   std::string trace;
   std::vector<std::string> checkpoints;
   std::string dtype;
+  std::vector<std::string> loras;  // --lora FILE[:WEIGHT]
   bool profile = false;
   int profile_top = 8;  // operators per block in the --profile report
 };
@@ -127,7 +132,27 @@ struct RunArgs {
 int cmd_run(const Globals& g, const RunArgs& a) {
   auto t0 = std::chrono::steady_clock::now();
   Session session(g);
-  auto pipe = session.pipeline(a.recipe, a.dtype);
+  std::vector<LoraSpec> loras;
+  for (const auto& l : a.loras) {
+    // FILE[:WEIGHT]: the weight is what follows the last ':' when that parses as a number (paths may hold ':').
+    LoraSpec spec;
+    spec.file = l;
+    const auto colon = l.rfind(':');
+    if (colon != std::string::npos && colon > 0 && !std::filesystem::exists(l)) {
+      spec.file = l.substr(0, colon);
+      spec.weight = l.substr(colon + 1);
+      char* end = nullptr;
+      std::strtod(spec.weight.c_str(), &end);
+      if (spec.weight.empty() || *end != '\0')
+        throw UsageError("--lora " + l + ": the weight '" + spec.weight + "' is not a number",
+                         {}, {}, "write --lora FILE[:WEIGHT], e.g. --lora style.safetensors:0.8");
+    }
+    for (const auto& other : loras)
+      if (other.file == spec.file)
+        throw UsageError("--lora names '" + spec.file + "' twice", {}, {}, "give each LoRA once");
+    loras.push_back(std::move(spec));
+  }
+  auto pipe = session.pipeline(a.recipe, a.dtype, loras);
 
   ValueMap inputs;
   for (const auto& kv : a.sets) {
@@ -250,9 +275,29 @@ int cmd_validate(const Globals& g, const std::vector<std::string>& recipes) {
   return rc;
 }
 
-int cmd_plan(const Globals& g, const std::string& recipe, const std::string& workflow, const std::string& inputs) {
+int cmd_plan(const Globals& g, const std::string& recipe, const std::string& workflow, const std::string& inputs,
+             const std::vector<std::string>& sets) {
   Session session(g);
   auto p = session.pipeline(recipe);
+  if (!sets.empty()) {
+    // With --set model=…: say where each component comes from (a single file's detected family and configs).
+    ValueMap values;
+    for (const auto& kv : sets) {
+      auto eq = kv.find('=');
+      if (eq == std::string::npos || eq == 0)
+        throw UsageError("--set expects name=value, got '" + kv + "'", {}, {}, "e.g. --set model=model.safetensors");
+      values[kv.substr(0, eq)] = p->parse_input(kv.substr(0, eq), kv.substr(eq + 1));
+    }
+    std::set<std::string> said;
+    for (const auto& spec : p->resolved_components(values)) {
+      if (spec.creation != Creation::FromPretrained || spec.from.empty()) continue;
+      auto source = session.registry.model_source(spec);
+      const std::string line = source ? source->description : "diffusers folder '" + spec.from + "'";
+      if (said.insert(line).second) std::cout << "model: " << line << "\n";
+      for (const auto& l : spec.loras) std::cout << "lora: " << spec.name << " <- " << l.file << " (weight " << l.weight << ")\n";
+    }
+    std::cout << "\n";
+  }
   if (!workflow.empty()) {
     std::cout << format_plan(p->plan(workflow));
   } else if (!inputs.empty() || p->recipe().workflows.empty()) {
@@ -338,6 +383,9 @@ int main(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::Range(1, 1000));
   run_cmd->add_option("--checkpoint", run.checkpoints, "NAME:save|stop|load[=FILE] at the boundary after block NAME (repeatable)");
+  run_cmd->add_option("--lora", run.loras,
+                      "Fuse a LoRA (kohya, LoCon or diffusers/PEFT .safetensors) into the UNet and text encoders: "
+                      "FILE[:WEIGHT], weight 1 by default (repeatable; LoRAs stack)");
   run_cmd->add_option("--dtype", run.dtype,
                       "Compute dtype of every model component (UNet, VAE, text encoders), overriding the recipe's "
                       "`dtype:`: bf16 (bfloat16 weights and activations; norms and softmax stay float32; fast on CPUs "
@@ -353,6 +401,10 @@ int main(int argc, char** argv) {
   plan_cmd->add_option("recipe", plan_recipe, "Recipe YAML file")->required();
   plan_cmd->add_option("--workflow,-w", plan_workflow, "A workflow named in the recipe");
   plan_cmd->add_option("--inputs", plan_inputs, "Comma-separated inputs assumed present");
+  std::vector<std::string> plan_sets;
+  plan_cmd->add_option("--set", plan_sets,
+                       "Input values for resolving the components (e.g. --set model=x.safetensors: prints the "
+                       "detected family and where the configs come from)");
 
   std::string blocks_action = "list", blocks_id;
   auto* blocks_cmd = app.add_subcommand("blocks", "List block types or show one's generated docs");
@@ -388,7 +440,7 @@ int main(int argc, char** argv) {
   try {
     if (*run_cmd) return cmd_run(g, run);
     if (*validate_cmd) return cmd_validate(g, validate_files);
-    if (*plan_cmd) return cmd_plan(g, plan_recipe, plan_workflow, plan_inputs);
+    if (*plan_cmd) return cmd_plan(g, plan_recipe, plan_workflow, plan_inputs, plan_sets);
     if (*blocks_cmd) return cmd_blocks(g, blocks_action, blocks_id);
     if (*recipe_cmd) return cmd_recipe_doc(g, doc_recipe);
     if (*parity_cmd) {

@@ -15,9 +15,20 @@ std::map<std::string, ParityCaseRunner>& by_class() {
   return r;
 }
 
+std::map<std::string, ParityCaseRunner>& by_prefix() {
+  static std::map<std::string, ParityCaseRunner> r;
+  return r;
+}
+
 ParityResult run_component_case(const ParityCase& c) {
   const std::string cls = component_case_class(c);
   ParityCaseRunner runner;
+  {
+    std::lock_guard<std::mutex> lock(mu());
+    for (const auto& [prefix, r] : by_prefix())
+      if (c.name.rfind(prefix, 0) == 0) runner = r;
+  }
+  if (runner) return runner(c);
   {
     std::lock_guard<std::mutex> lock(mu());
     auto it = by_class().find(cls);
@@ -40,6 +51,14 @@ std::string component_case_class(const ParityCase& c) {
   if (first == std::string::npos) return {};
   const size_t second = head.find('.', first + 1);
   return head.substr(first + 1, second == std::string::npos ? std::string::npos : second - first - 1);
+}
+
+void register_component_case_prefix_runner(const std::string& name_prefix, ParityCaseRunner runner) {
+  {
+    std::lock_guard<std::mutex> lock(mu());
+    by_prefix()[name_prefix] = std::move(runner);
+  }
+  register_case_runner("component", run_component_case);
 }
 
 void register_component_case_runner(const std::string& class_name, ParityCaseRunner runner) {

@@ -19,4 +19,8 @@ std::string component_case_class(const ParityCase& c);
 /// dispatcher with register_case_runner (idempotent).
 void register_component_case_runner(const std::string& class_name, ParityCaseRunner runner);
 
+/// Component cases whose name starts with `name_prefix` ("single_file_", "lora_") go to `runner` whatever their
+/// api says (these cases exercise loaders, not one class).
+void register_component_case_prefix_runner(const std::string& name_prefix, ParityCaseRunner runner);
+
 }  // namespace tessera

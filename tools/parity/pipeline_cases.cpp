@@ -118,7 +118,10 @@ namespace {
 ParityResult run_sd_pipeline_case(const ParityCase& c) {
   const nlohmann::json& p = c.params;
   const std::string model = p.value("model", std::string("tiny-sd"));
-  const bool sdxl = model.find("sdxl") != std::string::npos;
+  // Single-file cases name the file and the diffusers folder its configs come from (diffusers' config=).
+  const std::string single_file = p.value("file", std::string());
+  const std::string config_folder = p.value("config_folder", std::string());
+  const bool sdxl = (single_file.empty() ? model : config_folder).find("sdxl") != std::string::npos;
   const std::string recipe_path =
       (fs::path(find_recipes_dir(c.models_dir)) / (sdxl ? "sdxl" : "sd") / "auto.yaml").string();
   Recipe recipe = load_recipe(recipe_path);
@@ -154,18 +157,43 @@ ParityResult run_sd_pipeline_case(const ParityCase& c) {
       "original_size", "crops_coords_top_left", "target_size", "negative_original_size",
       "negative_crops_coords_top_left", "negative_target_size", "eta", "generator_seed", "latents_seed",
       "output_type", "scheduler_class", "scheduler_config", "guider", "guider_config", "force_zeros_for_empty_prompt",
-      "num_random_draws", "random_draw_order", "max_abs_diff_vs_standard_pipeline", "equals_standard_pipeline"};
+      "num_random_draws", "random_draw_order", "max_abs_diff_vs_standard_pipeline", "equals_standard_pipeline",
+      // single-file and LoRA cases (manifest_formats.json); the max_abs_diff_* are diffusers' own measurements
+      "file", "config_folder", "loras", "lora_fuse_mode", "lora_scale_rule", "scale_formula", "diffusers_equivalent",
+      "max_abs_diff_vs_folder_pipeline", "max_abs_diff_vs_float32_folder_pipeline", "max_abs_diff_vs_no_lora"};
   for (auto it = p.begin(); it != p.end(); ++it)
     if (!kKnown.count(it.key()) && !it.value().is_null())
       throw ValidationError("pipeline case parameter '" + it.key() + "' is not supported by the pipeline runner");
   if (p.contains("scheduler_config") && !p.contains("scheduler_class"))
     throw ValidationError("scheduler_config without scheduler_class: the runner needs the class");
+  // fuse_lora (one LoRA, weight as lora_scale) and set_adapters (several, per-adapter weights) are both fused
+  // into the weights: what Tessera does (the scale rule for one vs several LoRAs is in models/adapters/lora.h).
+  if (p.contains("lora_fuse_mode") && p["lora_fuse_mode"] != "fuse_lora" && p["lora_fuse_mode"] != "set_adapters")
+    throw ValidationError("lora_fuse_mode " + p["lora_fuse_mode"].dump() + " is not supported (fuse_lora, set_adapters)");
+  BuildOptions build;
+  if (p.contains("loras")) {
+    // As `tessera run --lora FILE:WEIGHT`: every LoRA into the UNet and the text encoder(s), in order.
+    std::vector<LoraSpec> loras;
+    for (const auto& l : p["loras"]) {
+      LoraSpec spec;
+      spec.file = (fs::path(c.models_dir) / l.at("file").get<std::string>()).string();
+      spec.weight = l.at("weight").dump();
+      loras.push_back(std::move(spec));
+    }
+    build.manager = std::make_shared<ComponentsManager>();
+    build.manager->set_lora_override(std::move(loras));
+  }
   // The same registry for every case: a Registry is not copyable, and cases only read it.
-  auto pipe = Pipeline::from_recipe(std::move(recipe), const_cast<Registry&>(full_registry()));
+  auto pipe = Pipeline::from_recipe(std::move(recipe), const_cast<Registry&>(full_registry()), build);
   pipe->validate();
 
   ValueMap in;
-  in["model"] = Value((fs::path(c.models_dir) / model).string());
+  if (!single_file.empty()) {
+    in["model"] = Value((fs::path(c.models_dir) / single_file).string());
+    if (!config_folder.empty()) in["config"] = Value((fs::path(c.models_dir) / config_folder).string());
+  } else {
+    in["model"] = Value((fs::path(c.models_dir) / model).string());
+  }
   auto set_if = [&](const char* key, const std::string& name) {
     if (!p.contains(key) || p[key].is_null()) return;
     const auto& v = p[key];

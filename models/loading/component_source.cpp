@@ -1,0 +1,58 @@
+#include "models/loading/component_source.h"
+
+#include "engine/registry.h"
+#include "models/loading/diffusers_folder.h"
+#include "models/loading/single_file.h"
+
+namespace tessera {
+
+namespace {
+
+std::string component_key(const ComponentSpec& spec) { return spec.subfolder.empty() ? spec.name : spec.subfolder; }
+
+}  // namespace
+
+ModelConfig pretrained_component_config(const ComponentSpec& spec) {
+  if (is_single_file_checkpoint_path(spec.from)) {
+    auto ckpt = SingleFileCheckpoint::open(spec.from);
+    const SingleFileOptions options{spec.model_type, spec.config_from};
+    return ModelConfig::from_folder(options.config_dir(*ckpt), component_key(spec));
+  }
+  return ModelConfig::from_folder(spec.from, spec.subfolder);
+}
+
+void load_pretrained_weights(torch::nn::Module& module, const ComponentSpec& spec, const nlohmann::json& config,
+                             const std::string& weights_name, const LoadStateDictOptions& options) {
+  if (is_single_file_checkpoint_path(spec.from)) {
+    auto ckpt = SingleFileCheckpoint::open(spec.from);
+    const auto tensors =
+        ckpt->component_tensors(component_key(spec), config, spec.type == "CLIPTextModelWithProjection");
+    load_state_dict(module, tensors, options, "the " + component_key(spec) + " of " + spec.from);
+    return;
+  }
+  load_state_dict(module, resolve_weight_files(component_dir(spec.from, spec.subfolder), weights_name, spec.variant),
+                  options);
+}
+
+void register_single_file_source(Registry& registry) {
+  registry.set_model_source_resolver([](const ComponentSpec& spec) -> std::optional<ModelSourceInfo> {
+    if (spec.from.empty() || !is_single_file_checkpoint_path(spec.from)) return std::nullopt;
+    auto ckpt = SingleFileCheckpoint::open(spec.from);
+    const SingleFileOptions options{spec.model_type, spec.config_from};
+    ModelSourceInfo info;
+    info.config_dir = options.config_dir(*ckpt);
+    const bool named = !(spec.model_type.empty() || spec.model_type == "auto");
+    std::string family;
+    if (named) {
+      family = options.family(*ckpt) + " (named by model_type)";
+    } else {
+      const SingleFileDetection d = ckpt->detect();
+      family = d.family + " (detected: " + d.evidence + ")";
+    }
+    info.description = "single-file checkpoint '" + spec.from + "', family " + family + ", configs from '" +
+                       info.config_dir + "'";
+    return info;
+  });
+}
+
+}  // namespace tessera
