@@ -446,6 +446,25 @@ PipelineState Pipeline::run(const ValueMap& inputs, const RunOptions& options) {
       if (state.has(n)) present.insert(n);
     const Plan plan = plan_for_inputs(present);
     if (options.release_components_after_last_use) release_after = last_uses(*root_, plan, specs);
+    // A single-file checkpoint whose weights the recipe would leave partly unused is another family's.
+    std::map<std::string, std::set<std::string>> used_parts;  // single file → the components the recipe loads from it
+    for (const auto& spec : specs)
+      if (spec.creation == Creation::FromPretrained && !spec.from.empty())
+        used_parts[spec.from].insert(spec.subfolder.empty() ? spec.name : spec.subfolder);
+    for (const auto& spec : specs) {
+      if (spec.creation != Creation::FromPretrained || spec.from.empty() || !used_parts.count(spec.from)) continue;
+      // (Only the text encoders tell: a recipe may take just the UNet or VAE of a file on purpose, but one that
+      // encodes text with the file's first encoder and ignores its second is an SD recipe given an SDXL file.)
+      if (auto source = registry_.model_source(spec))
+        for (const auto& part : source->components)
+          if (part == "text_encoder_2" && used_parts[spec.from].count("text_encoder") && !used_parts[spec.from].count(part))
+            throw ModelLoadError(source->description + ", holds a " + part + ", which " + recipe_.file +
+                                     " does not use",
+                                 {recipe_.file}, {},
+                                 "the checkpoint is of another family than this recipe's: use the recipe of its family "
+                                 "(e.g. recipes/sdxl for SDXL files), or name the family with --set model_type=…");
+      used_parts.erase(spec.from);
+    }
     for (const auto& spec : specs) {
       if (spec.creation != Creation::FromPretrained || spec.from.empty()) continue;
       if (std::find(plan.components.begin(), plan.components.end(), spec.name) == plan.components.end()) continue;

@@ -43,6 +43,9 @@ struct ComponentTypeInfo {
 struct ModelSourceInfo {
   std::string config_dir;
   std::string description;
+  /// The diffusers components the file holds weights for ("unet", "vae", "text_encoder", "text_encoder_2"): a
+  /// recipe that leaves one unused is for another family (an SDXL file under recipes/sd).
+  std::vector<std::string> components;
 };
 /// nullopt: `spec.from` is a diffusers folder (or nothing this resolver knows). May throw ModelLoadError.
 using ModelSourceResolver = std::function<std::optional<ModelSourceInfo>(const ComponentSpec&)>;

@@ -282,7 +282,12 @@ FusedLoras fuse_loras(torch::nn::Module& model, const std::string& component,
       const std::string& path = it->second;
       at::Tensor w = modules.at(path)->named_parameters(false)["weight"];
       const std::string where = component + "." + path + ".weight";
-      at::Tensor delta = lora_delta(*m, w, where);
+      at::Tensor delta;
+      try {
+        delta = lora_delta(*m, w, where);
+      } catch (const ModelLoadError& e) {
+        throw ModelLoadError(e.message() + " (LoRA '" + file->path() + "')", SourceLoc{file->path()}, {}, e.hint());
+      }
       // peft: scale_layer (one adapter, s *= weight unless 1) or set_scale (several: weight * alpha / rank).
       double s;
       if (loras.size() == 1) {

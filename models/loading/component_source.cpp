@@ -1,5 +1,6 @@
 #include "models/loading/component_source.h"
 
+#include "engine/error.h"
 #include "engine/registry.h"
 #include "models/loading/diffusers_folder.h"
 #include "models/loading/single_file.h"
@@ -27,7 +28,15 @@ void load_pretrained_weights(torch::nn::Module& module, const ComponentSpec& spe
     auto ckpt = SingleFileCheckpoint::open(spec.from);
     const auto tensors =
         ckpt->component_tensors(component_key(spec), config, spec.type == "CLIPTextModelWithProjection");
-    load_state_dict(module, tensors, options, "the " + component_key(spec) + " of " + spec.from);
+    try {
+      load_state_dict(module, tensors, options, "the " + component_key(spec) + " of " + spec.from);
+    } catch (const ModelLoadError& e) {
+      const SingleFileOptions o{spec.model_type, spec.config_from};
+      throw ModelLoadError(e.message(), e.where(), e.block_path(),
+                           "the " + component_key(spec) + " was built from the configs in '" + o.config_dir(*ckpt) +
+                               "', which do not fit this file: give a diffusers folder of its family with --set "
+                               "config=DIR (as diffusers' config=), or the family with --set model_type=…");
+    }
     return;
   }
   load_state_dict(module, resolve_weight_files(component_dir(spec.from, spec.subfolder), weights_name, spec.variant),
@@ -51,6 +60,7 @@ void register_single_file_source(Registry& registry) {
     }
     info.description = "single-file checkpoint '" + spec.from + "', family " + family + ", configs from '" +
                        info.config_dir + "'";
+    info.components = ckpt->components();
     return info;
   });
 }

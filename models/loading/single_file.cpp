@@ -98,6 +98,21 @@ std::shared_ptr<const SingleFileCheckpoint> SingleFileCheckpoint::open(const std
   return ckpt;
 }
 
+std::vector<std::string> SingleFileCheckpoint::components() const {
+  auto has_prefix = [&](const std::string& prefix) {
+    auto it = tensors_.lower_bound(prefix);
+    return it != tensors_.end() && starts_with(it->first, prefix);
+  };
+  std::vector<std::string> out;
+  if (has_prefix(kUNetPrefix)) out.push_back("unet");
+  if (has_prefix("first_stage_model.") || has_prefix("vae.")) out.push_back("vae");
+  if (has_prefix("cond_stage_model.") || has_prefix("conditioner.embedders.0.transformer."))
+    out.push_back("text_encoder");
+  if (has_prefix("conditioner.embedders.1.model.") || has_prefix("conditioner.embedders.0.model."))
+    out.push_back("text_encoder_2");
+  return out;
+}
+
 std::vector<std::string> SingleFileCheckpoint::keys() const {
   std::vector<std::string> out;
   out.reserve(tensors_.size());

@@ -86,6 +86,10 @@ class SingleFileCheckpoint {
   /// as `betas`, `model_ema.*`, `position_ids`, `logit_scale`…).
   static bool is_ignored_key(const std::string& key);
 
+  /// The diffusers components this file has weights for, by key prefix: "unet", "vae", "text_encoder",
+  /// "text_encoder_2" (SDXL; the refiner has no "text_encoder").
+  std::vector<std::string> components() const;
+
  private:
   SingleFileCheckpoint() = default;
   SourceTensor source(const std::string& key) const;
