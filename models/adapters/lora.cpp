@@ -233,28 +233,26 @@ std::map<std::string, std::string> lora_names(torch::nn::Module& model, const st
   return names;
 }
 
-// delta for a module, shaped like the target weight.
-at::Tensor lora_delta(const LoraFile::Module& m, const at::Tensor& weight, const std::string& where) {
-  at::Tensor delta;
-  if (m.down.dim() == 2) {
-    delta = at::matmul(m.up, m.down);  // [out, r] @ [r, in]
-  } else if (m.down.size(2) == 1 && m.down.size(3) == 1) {
-    delta = at::matmul(m.up.flatten(1), m.down.flatten(1)).unsqueeze(-1).unsqueeze(-1);  // 1x1 conv
-  } else {
-    // k x k: delta[o,i,y,x] = sum_r up[o,r] down[r,i,y,x], as peft's conv2d(down^T, up)^T.
-    delta = at::conv2d(m.down.transpose(0, 1), m.up).transpose(0, 1);
-  }
-  if (delta.sizes() != weight.sizes()) {
-    // A Linear LoRA on a 1x1 conv (or the reverse): same numbers, other view (SD1's proj_in/proj_out).
-    if (delta.numel() == weight.numel() && delta.size(0) == weight.size(0) &&
-        (delta.dim() == 2 || (delta.size(2) == 1 && delta.size(3) == 1)) &&
-        (weight.dim() == 2 || (weight.size(2) == 1 && weight.size(3) == 1)))
-      return delta.reshape(weight.sizes());
-    throw ModelLoadError("LoRA module '" + m.name + "' gives a delta of shape " + shape_str(delta.sizes()) +
-                             " for '" + where + "', whose weight is " + shape_str(weight.sizes()),
+// The module's factors as 2-D matrices with weight.flatten(1) == up2d @ down2d in layout: Linear [out, r] @ [r, in];
+// 1x1 conv the same on the squeezed kernels; k x k conv [out, r] @ [r, in*k*k], since
+// delta[o,i,y,x] = sum_r up[o,r] down[r,i,y,x] (peft computes it as conv2d(down^T, up)^T: the same sums).
+// A Linear LoRA on a 1x1 conv weight or the reverse fits too (SD1's proj_in/proj_out): same numbers, other view.
+std::pair<at::Tensor, at::Tensor> lora_factors(const LoraFile::Module& m, const at::Tensor& weight,
+                                               const std::string& where) {
+  const at::Tensor up = m.up.flatten(1), down = m.down.flatten(1);
+  const bool weight_1x1 = weight.dim() == 2 || (weight.dim() == 4 && weight.size(2) == 1 && weight.size(3) == 1);
+  const bool lora_1x1 = m.down.dim() == 2 || (m.down.size(2) == 1 && m.down.size(3) == 1);
+  bool fits = weight.dim() >= 2 && up.size(0) == weight.size(0) && down.size(1) * weight.size(0) == weight.numel();
+  if (fits && !(weight_1x1 && lora_1x1))
+    fits = weight.dim() == 4 && m.down.dim() == 4 && weight.size(2) == m.down.size(2) && weight.size(3) == m.down.size(3);
+  if (!fits) {
+    std::vector<int64_t> delta_shape{m.up.size(0), m.down.size(1)};
+    for (int64_t d = 2; d < m.down.dim(); ++d) delta_shape.push_back(m.down.size(d));
+    throw ModelLoadError("LoRA module '" + m.name + "' gives a delta of shape " + shape_str(delta_shape) + " for '" +
+                             where + "', whose weight is " + shape_str(weight.sizes()),
                          {}, {}, "the LoRA is for a model of another size or family");
   }
-  return delta;
+  return {up, down};
 }
 
 }  // namespace
@@ -282,9 +280,9 @@ FusedLoras fuse_loras(torch::nn::Module& model, const std::string& component,
       const std::string& path = it->second;
       at::Tensor w = modules.at(path)->named_parameters(false)["weight"];
       const std::string where = component + "." + path + ".weight";
-      at::Tensor delta;
+      std::pair<at::Tensor, at::Tensor> factors;
       try {
-        delta = lora_delta(*m, w, where);
+        factors = lora_factors(*m, w, where);
       } catch (const ModelLoadError& e) {
         throw ModelLoadError(e.message() + " (LoRA '" + file->path() + "')", SourceLoc{file->path()}, {}, e.hint());
       }
@@ -296,12 +294,15 @@ FusedLoras fuse_loras(torch::nn::Module& model, const std::string& component,
       } else {
         s = weight * m->alpha / static_cast<double>(m->rank);
       }
+      // W + s * (up @ down) in float32, as one GEMM into the fused copy (memory-bound: one pass over W).
       auto sum = sums.find(path);
       if (sum == sums.end()) {
-        sum = sums.emplace(path, w.to(at::kFloat).clone()).first;
+        at::Tensor fused = at::addmm(w.to(at::kFloat).reshape({w.size(0), -1}), factors.first, factors.second, 1, s);
+        sum = sums.emplace(path, fused.view(w.sizes())).first;
         order.push_back(path);
+      } else {
+        sum->second.view({w.size(0), -1}).addmm_(factors.first, factors.second, 1, s);
       }
-      sum->second.add_(delta * s);
     }
     if (!unmatched.empty()) {
       std::ostringstream msg;

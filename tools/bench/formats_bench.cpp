@@ -8,9 +8,10 @@
 //       loads unet, vae and text_encoder of MODEL (a folder or a single file) as `tessera run` does (registry
 //       factories, float32) and prints each load's wall time and the process's peak RSS; run it once per MODEL,
 //       each in its own process, so the peaks do not mix
-//   tessera_bench_formats lora DIR [--rank R]
+//   tessera_bench_formats lora DIR [--rank R] [--linear-only]
 //       loads DIR's UNet, writes a random kohya LoRA of rank R (default 32) for every Linear and Conv2d of it
-//       (LoCon: the worst case), then times reading the file, fusing it and unfusing it
+//       (LoCon: the worst case; --linear-only: Linear layers only, as a plain kohya LoRA of the attention and
+//       feed-forward layers), then times reading the file, fusing it and unfusing it
 #include <chrono>
 #include <cstdio>
 #include <algorithm>
@@ -98,7 +99,7 @@ int load(const std::string& model, const std::string& config, const std::string&
   return 0;
 }
 
-int lora(const std::string& dir, int64_t rank) {
+int lora(const std::string& dir, int64_t rank, bool linear_only) {
   torch::NoGradGuard no_grad;
   auto unet = UNet2DConditionModelImpl::from_pretrained(dir, "unet");
   const nlohmann::json config = read_component_config(dir, "unet");
@@ -113,7 +114,7 @@ int lora(const std::string& dir, int64_t rank) {
       const auto w = lin->weight;
       file[kohya + ".lora_down.weight"] = at::randn({rank, w.size(1)}) * 0.01;
       file[kohya + ".lora_up.weight"] = at::randn({w.size(0), rank}) * 0.01;
-    } else if (auto* conv = item.value()->as<torch::nn::Conv2d>()) {
+    } else if (auto* conv = item.value()->as<torch::nn::Conv2d>(); conv && !linear_only) {
       const auto w = conv->weight;
       file[kohya + ".lora_down.weight"] = at::randn({rank, w.size(1), w.size(2), w.size(3)}) * 0.01;
       file[kohya + ".lora_up.weight"] = at::randn({w.size(0), rank, 1, 1}) * 0.01;
@@ -126,7 +127,8 @@ int lora(const std::string& dir, int64_t rank) {
   const std::string path = (fs::temp_directory_path() / "tessera_bench_lora.safetensors").string();
   save_safetensors(path, file);
   file.clear();
-  std::printf("LoRA: %zu modules (every Linear and Conv2d), rank %lld, %.0f MB on disk\n", modules,
+  std::printf("LoRA: %zu modules (%s), rank %lld, %.0f MB on disk\n", modules,
+              linear_only ? "every Linear" : "every Linear and Conv2d",
               static_cast<long long>(rank), fs::file_size(path) / 1e6);
   const double rss0 = bench::current_rss_mb();
   auto t0 = std::chrono::steady_clock::now();
@@ -160,13 +162,17 @@ int main(int argc, char** argv) {
     }
     if (argc >= 3 && std::string(argv[1]) == "lora") {
       int64_t rank = 32;
-      if (argc >= 5 && std::string(argv[3]) == "--rank") rank = std::atoll(argv[4]);
-      return lora(argv[2], rank);
+      bool linear_only = false;
+      for (int i = 3; i < argc; ++i) {
+        if (std::string(argv[i]) == "--rank" && i + 1 < argc) rank = std::atoll(argv[++i]);
+        else if (std::string(argv[i]) == "--linear-only") linear_only = true;
+      }
+      return lora(argv[2], rank, linear_only);
     }
     std::fprintf(stderr,
                  "usage: tessera_bench_formats to-single-file DIR OUT.safetensors\n"
                  "       tessera_bench_formats load MODEL [--config DIR] [--model-type T]\n"
-                 "       tessera_bench_formats lora DIR [--rank R]\n");
+                 "       tessera_bench_formats lora DIR [--rank R] [--linear-only]\n");
     return 2;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "%s\n", e.what());
