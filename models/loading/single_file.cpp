@@ -73,10 +73,13 @@ bool SingleFileCheckpoint::is_ignored_key(const std::string& key) {
 std::shared_ptr<const SingleFileCheckpoint> SingleFileCheckpoint::open(const std::string& path) {
   static std::mutex mu;
   static std::map<std::string, std::weak_ptr<const SingleFileCheckpoint>> cache;
+  // The last file opened stays open: a run resolves each component's source (detection, configs) before any
+  // loads, and a .ckpt would otherwise be read from disk again for every one of them.
+  static std::shared_ptr<const SingleFileCheckpoint> last;
   std::lock_guard<std::mutex> lock(mu);
   auto it = cache.find(path);
   if (it != cache.end())
-    if (auto alive = it->second.lock()) return alive;
+    if (auto alive = it->second.lock()) return last = alive;
 
   struct stat st {};
   if (stat(path.c_str(), &st) != 0) fail(path, "model file '" + path + "' does not exist");
@@ -95,6 +98,7 @@ std::shared_ptr<const SingleFileCheckpoint> SingleFileCheckpoint::open(const std
     for (const auto& name : ckpt->file_->names()) ckpt->tensors_[name] = ckpt->file_->tensor(name);
   }
   cache[path] = ckpt;
+  last = ckpt;
   return ckpt;
 }
 

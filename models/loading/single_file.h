@@ -53,8 +53,8 @@ struct SingleFileOptions {
 
 class SingleFileCheckpoint {
  public:
-  /// Opens the file (every component of a run shares one opened file: the mapping is cached while any caller
-  /// holds it). Safetensors files are memory-mapped; `.ckpt` torch zips are read with LibTorch's restricted
+  /// Opens the file (every component of a run shares one opened file: it is cached while any caller holds it,
+  /// and the most recently opened file stays open until another one is opened). Safetensors files are memory-mapped; `.ckpt` torch zips are read with LibTorch's restricted
   /// unpickler (torch_checkpoint.h), other pickles are refused. ModelLoadError naming the file for a missing,
   /// truncated or foreign file.
   static std::shared_ptr<const SingleFileCheckpoint> open(const std::string& path);
