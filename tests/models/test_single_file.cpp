@@ -14,6 +14,7 @@
 #include "models/loading/config_reader.h"
 #include "models/loading/diffusers_folder.h"
 #include "models/loading/ldm_names.h"
+#include "models/loading/model_defaults.h"
 #include "models/loading/single_file.h"
 #include "models/unet/unet_2d_condition.h"
 #include "models/vae/autoencoder_kl.h"
@@ -94,6 +95,32 @@ TEST_CASE("UNet name table: the SD1.5 layout maps as diffusers' conversion table
   }
   CHECK_FALSE(t.to_diffusers("input_blocks.12.0.in_layers.0.weight"));  // SD1.5 has input_blocks 0..11
   CHECK_FALSE(t.to_diffusers("label_emb.1.weight"));
+}
+
+TEST_CASE("UNet name table: the shipped SDXL base config gives SGM's published layout", "[single_file]") {
+  ModelConfig cfg = ModelConfig::from_folder(shipped_family_dir("sdxl-base"), "unet");
+  const NameTable t = unet_name_table(UNet2DConditionModelConfig::from_config(cfg));
+  // Keys of sd_xl_base_1.0.safetensors (model.diffusion_model.*): 3 levels, the first without attention, 10-deep
+  // transformers at the last level, up blocks with attention first.
+  const std::vector<std::pair<std::string, std::string>> known = {
+      {"add_embedding.linear_1.weight", "label_emb.0.0.weight"},
+      {"down_blocks.0.downsamplers.0.conv.weight", "input_blocks.3.0.op.weight"},
+      {"down_blocks.1.attentions.0.transformer_blocks.1.attn1.to_q.weight",
+       "input_blocks.4.1.transformer_blocks.1.attn1.to_q.weight"},
+      {"down_blocks.1.downsamplers.0.conv.bias", "input_blocks.6.0.op.bias"},
+      {"down_blocks.2.attentions.1.transformer_blocks.9.ff.net.2.weight",
+       "input_blocks.8.1.transformer_blocks.9.ff.net.2.weight"},
+      {"up_blocks.0.attentions.2.proj_out.weight", "output_blocks.2.1.proj_out.weight"},
+      {"up_blocks.0.upsamplers.0.conv.weight", "output_blocks.2.2.conv.weight"},
+      {"up_blocks.1.upsamplers.0.conv.weight", "output_blocks.5.2.conv.weight"},
+      {"up_blocks.2.resnets.2.conv_shortcut.weight", "output_blocks.8.0.skip_connection.weight"},
+  };
+  for (const auto& [d, l] : known) {
+    INFO(d << " <-> " << l);
+    CHECK(t.to_ldm(d) == l);
+    CHECK(t.to_diffusers(l) == d);
+  }
+  CHECK_FALSE(t.to_diffusers("input_blocks.9.0.in_layers.0.weight"));  // SDXL has input_blocks 0..8
 }
 
 TEST_CASE("UNet and VAE name tables: every parameter of a model round-trips to a distinct LDM name",
