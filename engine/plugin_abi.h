@@ -20,7 +20,7 @@
 /// Normally a compile definition of tessera_engine (CMake's TESSERA_PLUGIN_ABI_VERSION); this fallback keeps
 /// the header usable when a plugin is built without the CMake target. Bump it whenever TesseraPluginInfo,
 /// the register_fn contract or the Registry's layout changes incompatibly.
-#define TESSERA_PLUGIN_ABI_VERSION 1
+#define TESSERA_PLUGIN_ABI_VERSION 2
 #endif
 
 /// Name of the entry symbol, for dlsym and error messages; TESSERA_PLUGIN defines a function by this name.

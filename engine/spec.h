@@ -64,7 +64,6 @@ enum class Creation { FromPretrained, FromConfig };
 inline constexpr const char* kAutoComponentType = "auto";
 const char* creation_name(Creation c);
 
-/// A component a block needs (model, scheduler, guider, tokenizer…), by diffusers' class name.
 /// A LoRA fused into a model component (models/adapters/lora.h). Both fields may hold `${input}` placeholders
 /// until the pipeline resolves them; `weight` is then a number (a ValidationError/InputError otherwise).
 struct LoraSpec {
@@ -73,6 +72,7 @@ struct LoraSpec {
   bool operator==(const LoraSpec& o) const { return file == o.file && weight == o.weight; }
 };
 
+/// A component a block needs (model, scheduler, guider, tokenizer…), by diffusers' class name.
 struct ComponentSpec {
   std::string name;         ///< "unet", "scheduler", …
   std::string type;         ///< "UNet2DConditionModel", "DDIMScheduler", …
