@@ -1,0 +1,1 @@
+// The translation unit that builds the shared precompiled LibTorch header (cmake/TesseraHelpers.cmake).
