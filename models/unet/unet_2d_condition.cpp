@@ -127,8 +127,7 @@ UNet2DConditionModelConfig UNet2DConditionModelConfig::from_json(const nlohmann:
 
 // ---- model ----
 
-namespace {
-UNetBlockOptions block_options(const UNet2DConditionModelConfig& c, int64_t in, int64_t out, int64_t temb) {
+UNetBlockOptions unet_block_options(const UNet2DConditionModelConfig& c, int64_t in, int64_t out, int64_t temb) {
   return UNetBlockOptions(in, out, temb)
       .resnet_eps(c.norm_eps)
       .resnet_act_fn(c.act_fn)
@@ -137,6 +136,11 @@ UNetBlockOptions block_options(const UNet2DConditionModelConfig& c, int64_t in, 
       .downsample_padding(c.downsample_padding)
       .use_linear_projection(c.use_linear_projection)
       .upcast_attention(c.upcast_attention);
+}
+
+namespace {
+UNetBlockOptions block_options(const UNet2DConditionModelConfig& c, int64_t in, int64_t out, int64_t temb) {
+  return unet_block_options(c, in, out, temb);
 }
 }  // namespace
 
@@ -339,7 +343,19 @@ at::Tensor UNet2DConditionModelImpl::forward(const at::Tensor& sample_in, const 
     for (auto& r : out.second) down_block_res_samples.push_back(std::move(r));
   }
 
+  if (!inputs.down_block_additional_residuals.empty()) {
+    // ControlNet: each residual is added to its skip (the mid block still reads the un-added sample).
+    if (inputs.down_block_additional_residuals.size() != down_block_res_samples.size())
+      throw ExecutionError("UNet2DConditionModel: " + std::to_string(inputs.down_block_additional_residuals.size()) +
+                           " down-block residuals given, the UNet has " + std::to_string(down_block_res_samples.size()) +
+                           " skip connections");
+    for (size_t i = 0; i < down_block_res_samples.size(); ++i)
+      down_block_res_samples[i] = down_block_res_samples[i] + inputs.down_block_additional_residuals[i].to(compute_dtype);
+  }
+
   if (mid_block) sample = mid_block->as<UNetMidBlock2DCrossAttnImpl>()->forward(sample, emb, encoder_hidden_states, hooks);
+  if (inputs.mid_block_additional_residual.defined())
+    sample = sample + inputs.mid_block_additional_residual.to(compute_dtype);
 
   for (size_t i = 0; i < up_blocks->size(); ++i) {
     const bool is_final_block = i + 1 == up_blocks->size();

@@ -23,6 +23,7 @@
 #include "engine/components.h"
 #include "guiders/layer_hooks.h"
 #include "models/common/embeddings.h"
+#include "models/unet/unet_2d_blocks.h"
 
 namespace tessera {
 
@@ -78,10 +79,19 @@ struct UNet2DConditionInputs {
   at::Tensor timestep_cond;  ///< [B, time_cond_proj_dim] (LCM guidance embedding), needs time_cond_proj_dim
   at::Tensor text_embeds;    ///< SDXL added_cond_kwargs: pooled text embeddings [B, P]
   at::Tensor time_ids;       ///< SDXL added_cond_kwargs: [B, 6] (original size, crop, target size)
+  /// ControlNet residuals (diffusers' down_block_additional_residuals / mid_block_additional_residual): one per
+  /// skip connection of the down blocks (conv_in's output first), added to the skips the up blocks read, and one
+  /// added to the mid block's output. Empty / undefined = none.
+  std::vector<at::Tensor> down_block_additional_residuals;
+  at::Tensor mid_block_additional_residual;
   /// Layer hooks of guiders (PAG, SLG, SEG…), each for its batch slice; stacks are named like
   /// "mid_block.attentions.0.transformer_blocks"; "auto" means the mid block's stack.
   std::vector<LayerHook> hooks;
 };
+
+/// The options of the UNet stages built from a UNet-style config (shared with ControlNetModel, whose encoder half
+/// is the UNet's).
+UNetBlockOptions unet_block_options(const UNet2DConditionModelConfig& c, int64_t in, int64_t out, int64_t temb);
 
 /// diffusers' UNet2DConditionModel; also the "UNet2DConditionModel" component.
 class UNet2DConditionModelImpl : public torch::nn::Module, public Component {

@@ -1,4 +1,5 @@
 // One place that knows every parity case runner, so a new runner is registered for all tools at once.
+#include "tools/parity/controlnet_cases.h"
 #include "tools/parity/flux_cases.h"
 #include "tools/parity/format_cases.h"
 #include "tools/parity/flux_pipeline_cases.h"
@@ -26,6 +27,7 @@ void register_builtin_case_runners() {
   register_sd3_pipeline_case_runner();
   register_flux_pipeline_case_runner();
   register_format_case_runners();
+  register_controlnet_case_runners();
 }
 
 }  // namespace tessera

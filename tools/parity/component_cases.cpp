@@ -25,8 +25,12 @@ ParityResult run_component_case(const ParityCase& c) {
   ParityCaseRunner runner;
   {
     std::lock_guard<std::mutex> lock(mu());
+    size_t best = 0;  // the longest matching prefix wins
     for (const auto& [prefix, r] : by_prefix())
-      if (c.name.rfind(prefix, 0) == 0) runner = r;
+      if (c.name.rfind(prefix, 0) == 0 && prefix.size() > best) {
+        runner = r;
+        best = prefix.size();
+      }
   }
   if (runner) return runner(c);
   {
