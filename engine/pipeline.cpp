@@ -466,8 +466,21 @@ PipelineState Pipeline::run(const ValueMap& inputs, const RunOptions& options) {
       used_parts.erase(spec.from);
     }
     for (const auto& spec : specs) {
-      if (spec.creation != Creation::FromPretrained || spec.from.empty()) continue;
+      if (spec.creation != Creation::FromPretrained) continue;
       if (std::find(plan.components.begin(), plan.components.end(), spec.name) == plan.components.end()) continue;
+      if (spec.from.empty()) {
+        // An optional model the recipe names by an input left empty (`from: ${controlnet}`), which this run's
+        // inputs need after all.
+        auto rc = recipe_.components.find(spec.name);
+        const std::string raw = rc == recipe_.components.end() ? std::string() : rc->second.spec.from;
+        const std::string var =
+            raw.size() > 3 && raw.rfind("${", 0) == 0 && raw.back() == '}' ? raw.substr(2, raw.size() - 3) : "";
+        throw InputError("component '" + spec.name + "' (" + spec.type + ") is needed by this run, but its model path" +
+                             (raw.empty() ? std::string(" is empty") : " '" + raw + "' is empty"),
+                         rc == recipe_.components.end() ? SourceLoc{recipe_.file} : rc->second.loc, {},
+                         var.empty() ? "give the component a model folder"
+                                     : "give it with --set " + var + "=FOLDER");
+      }
       // A single-file checkpoint: its configs folder stands for the model folder in the checks below.
       const std::optional<ModelSourceInfo> source = registry_.model_source(spec);
       const fs::path folder = source ? fs::path(source->config_dir) : fs::path(spec.from);

@@ -9,9 +9,10 @@
 
 namespace tessera {
 
+const ConfigSpec sd::batch_passes{"batch_passes", Value(true),
+                                  "Run a step's guider passes as one batched UNet call (false: one call per pass)"};
 namespace {
-const ConfigSpec kBatchPasses{"batch_passes", Value(true),
-                              "Run a step's guider passes as one batched UNet call (false: one call per pass)"};
+const ConfigSpec& kBatchPasses = sd::batch_passes;
 }  // namespace
 
 // ---------------------------------------------------------------- sd.loop_before_denoiser
@@ -69,6 +70,11 @@ BlockSpec SDLoopDenoiserStep::spec() const {
 }
 
 void SDLoopDenoiserStep::run(Components& c, BlockState& s) const {
+  s.set(sd::noise_pred_out.name, sd::guided_unet_prediction(c, s, {}, {}));
+}
+
+at::Tensor sd::guided_unet_prediction(Components& c, BlockState& s, const GuiderFields& extra_fields,
+                                      const UNetCallHook& before_unet) {
   c10::InferenceMode guard;
   auto unet = c.get_as<UNet2DConditionModelImpl>("unet");
   auto guider = c.get_as<Guider>("guider");
@@ -99,6 +105,7 @@ void SDLoopDenoiserStep::run(Components& c, BlockState& s) const {
                              std::to_string(s.get_int(sd::i.name)) + ", but there is no negative for '" + name + "'",
                          {}, s.block_path(), "let the text encoder step run with the same guider");
   }
+  for (const auto& [name, p] : extra_fields) fields[name] = p;
   GuiderModelFn model = [&](const std::map<std::string, at::Tensor>& in, const std::vector<LayerHook>& hooks) {
     const at::Tensor& sample = in.at("sample");
     UNet2DConditionInputs extra;
@@ -107,10 +114,11 @@ void SDLoopDenoiserStep::run(Components& c, BlockState& s) const {
       extra.text_embeds = in.at("text_embeds");
       extra.time_ids = in.at("time_ids");
     }
+    if (before_unet) before_unet(in, extra);
     return unet->forward(sample, t, in.at("encoder_hidden_states"), extra);
   };
   const bool batch = c.config(kBatchPasses.name).to_bool(kBatchPasses.name);
-  s.set(sd::noise_pred_out.name, guide(*guider, fields, model, batch).pred);
+  return guide(*guider, fields, model, batch).pred;
 }
 
 // ---------------------------------------------------------------- sd.loop_scheduler_step

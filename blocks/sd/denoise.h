@@ -4,9 +4,33 @@
 ///   denoiser sd.loop_denoiser          the guider's passes through the UNet (batched into one call), combined
 ///   step     sd.loop_scheduler_step    scheduler.step → latents
 ///   blend    sd.loop_inpaint_blend     4-channel inpainting: keep the unmasked area at the image's noise level
+#include <functional>
+#include <map>
+#include <string>
+
 #include "engine/block.h"
+#include "guiders/guider.h"
 
 namespace tessera {
+
+struct UNet2DConditionInputs;
+
+namespace sd {
+/// The pipeline config that batches a step's guider passes into one model call (sd.loop_denoiser and its variants).
+extern const ConfigSpec batch_passes;
+
+/// Runs inside each UNet call of a step, on that call's batched guider inputs, before the UNet: it may fill the
+/// UNet's extra inputs (a ControlNet's residuals).
+using UNetCallHook =
+    std::function<void(const std::map<std::string, at::Tensor>& inputs, UNet2DConditionInputs& unet_inputs)>;
+
+/// The guided UNet prediction of this step, as sd.loop_denoiser computes it (guidance scale applied, guider state
+/// set, the fields prompt_embeds / pooled / time ids, the guider's passes batched unless `batch_passes` is false,
+/// combined). `extra_fields` join the guider's fields (each pass gets its tuple element, so they are batched with
+/// the passes); `before_unet` (may be empty) runs in every UNet call. The block must declare the denoiser's spec.
+at::Tensor guided_unet_prediction(Components& components, BlockState& state, const GuiderFields& extra_fields,
+                                  const UNetCallHook& before_unet);
+}  // namespace sd
 
 class SDLoopBeforeDenoiserStep final : public LeafBlock {
  public:

@@ -2,6 +2,7 @@
 
 #include "blocks/register.h"
 #include "blocks/sd/before_denoise.h"
+#include "blocks/sd/controlnet.h"
 #include "blocks/sd/decoders.h"
 #include "blocks/sd/denoise.h"
 #include "blocks/sd/encoders.h"
@@ -19,6 +20,8 @@ void register_sd_blocks(Registry& r) {
   add_block_class<SDInpaintPrepareLatentsStep>(r);
   add_block_class<SDLoopBeforeDenoiserStep>(r);
   add_block_class<SDLoopDenoiserStep>(r);
+  add_block_class<SDPrepareControlImageStep>(r);
+  add_block_class<SDLoopControlNetDenoiserStep>(r);
   add_block_class<SDLoopSchedulerStep>(r);
   add_block_class<SDLoopInpaintBlendStep>(r);
   add_block_class<SDDecodeStep>(r);

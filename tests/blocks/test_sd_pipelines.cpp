@@ -63,7 +63,7 @@ ImageBatch center_mask(int64_t h, int64_t w) {
 
 }  // namespace
 
-TEST_CASE("sd/auto.yaml and sdxl/auto.yaml validate and plan three workflows", "[sd]") {
+TEST_CASE("sd/auto.yaml and sdxl/auto.yaml validate and plan their workflows (ControlNet ones included)", "[sd]") {
   for (const std::string family : {"sd", "sdxl"}) {
     INFO(family);
     auto p = sd_pipeline(family);
@@ -84,7 +84,26 @@ TEST_CASE("sd/auto.yaml and sdxl/auto.yaml validate and plan three workflows", "
     CHECK(has(i2i, "prepare_latents.img2img.noise"));
     CHECK(has(inp, "prepare_latents.inpaint"));
     CHECK(has(inp, "denoise.inpaint_blend.blend"));
-    CHECK(has(inp, "denoise.denoiser"));
+    CHECK(has(inp, "denoise.denoiser.unet"));
+    CHECK_FALSE(has(t2i, "control_image.controlnet"));
+    CHECK_FALSE(has(t2i, "denoise.denoiser.controlnet"));
+    // A control image adds its preparation and swaps the loop's denoiser, in every workflow; a second one, the
+    // two-ControlNet denoiser.
+    for (const std::string wf : {"controlnet_text2image", "controlnet_image2image", "controlnet_inpainting"}) {
+      INFO(wf);
+      Plan cn = p->plan(wf);
+      CHECK(has(cn, "control_image.controlnet"));
+      CHECK(has(cn, "denoise.denoiser.controlnet"));
+      CHECK_FALSE(has(cn, "denoise.denoiser.unet"));
+      CHECK_FALSE(has(cn, "control_image_2.controlnet_2"));
+    }
+    CHECK(has(p->plan("controlnet_image2image"), "prepare_latents.img2img.vae_encode"));
+    CHECK(has(p->plan("controlnet_inpainting"), "denoise.inpaint_blend.blend"));
+    Plan two = p->plan_for_inputs({"prompt", "control_image", "control_image_2"});
+    CHECK(has(two, "control_image.controlnet"));
+    CHECK(has(two, "control_image_2.controlnet_2"));
+    CHECK(has(two, "denoise.denoiser.controlnets_2"));
+    CHECK_FALSE(has(two, "denoise.denoiser.controlnet"));
     CHECK_THAT(format_plan(inp), Contains("vae"));
   }
 }

@@ -1,7 +1,6 @@
 // The tessera CLI end to end: every bad-input fixture fails with its message and exit code, every
 // shipped recipe validates, runs write PNGs atomically, checkpoints round-trip, plugins load from recipes.
 #include <catch2/catch.hpp>
-#include <sys/wait.h>
 
 #include <array>
 #include <chrono>
@@ -14,46 +13,16 @@
 
 #include "engine/image_io.h"
 #include "engine/safetensors.h"
+#include "tests/support/cli.h"
 
 namespace fs = std::filesystem;
 using Catch::Matchers::Contains;
 
+using namespace tessera::test;
+
 namespace {
-struct Result {
-  int code;
-  std::string output;  // stdout and stderr
-};
-
-Result cli(const std::string& args) {
-  std::string cmd = std::string(TESSERA_CLI) + " " + args + " 2>&1";
-  FILE* pipe = popen(cmd.c_str(), "r");
-  REQUIRE(pipe);
-  std::string out;
-  std::array<char, 4096> buf{};
-  size_t n;
-  while ((n = std::fread(buf.data(), 1, buf.size(), pipe)) > 0) out.append(buf.data(), n);
-  int status = pclose(pipe);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
-}
-
-std::string src(const std::string& rel) { return (fs::path(TESSERA_SOURCE_DIR) / rel).string(); }
 std::string demo() { return src("recipes/demo/noise_to_image.yaml"); }
 
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    path = fs::temp_directory_path() /
-           ("tessera-cli-" + std::to_string(std::chrono::steady_clock::now().time_since_epoch().count()));
-    fs::create_directories(path);
-  }
-  ~TempDir() { fs::remove_all(path); }
-  std::string operator/(const std::string& name) const { return (path / name).string(); }
-};
-
-std::string read_bytes(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
 }  // namespace
 
 TEST_CASE("every bad-input fixture fails validation with its message and exit code", "[cli]") {
@@ -194,7 +163,7 @@ TEST_CASE("run --profile reports operators per leaf block; --attention picks the
   REQUIRE(run.code == 0);
   CHECK_THAT(run.output, Contains("operators (outermost ATen calls)") && Contains("aten::conv2d") &&
                              Contains("tessera::flash_attention"));
-  CHECK(std::regex_search(run.output, std::regex(R"(\ndenoise\.denoiser: [0-9.]+ ms)")));  // a leaf block in the loop
+  CHECK(std::regex_search(run.output, std::regex(R"(\ndenoise\.denoiser\.unet: [0-9.]+ ms)")));  // a leaf block in the loop
   // The math kernel gives the same image (both are exact to float32 rounding); an unknown kernel is a usage error.
   REQUIRE(cli("-q --attention math run " + src("recipes/sd/auto.yaml") + args + " --out " + (dir / "m.png")).code == 0);
   const auto flash = tessera::read_image(dir / "p.png"), math = tessera::read_image(dir / "m.png");

@@ -1,7 +1,6 @@
 // The tessera CLI on the files users have: single-file checkpoints (with a config folder or a model_type) and
 // LoRAs (--lora FILE[:WEIGHT]), and the bad inputs of issue 12, each with its exit code and no output file.
 #include <catch2/catch.hpp>
-#include <sys/wait.h>
 
 #include <array>
 #include <chrono>
@@ -12,47 +11,14 @@
 #include <ATen/ATen.h>
 
 #include "engine/safetensors.h"
+#include "tests/support/cli.h"
 
 namespace fs = std::filesystem;
 using Catch::Matchers::Contains;
 
+using namespace tessera::test;
+
 namespace {
-struct Result {
-  int code;
-  std::string output;  // stdout and stderr
-};
-
-Result cli(const std::string& args) {
-  std::string cmd = std::string(TESSERA_CLI) + " " + args + " 2>&1";
-  FILE* pipe = popen(cmd.c_str(), "r");
-  REQUIRE(pipe);
-  std::string out;
-  std::array<char, 4096> buf{};
-  size_t n;
-  while ((n = std::fread(buf.data(), 1, buf.size(), pipe)) > 0) out.append(buf.data(), n);
-  int status = pclose(pipe);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
-}
-
-std::string src(const std::string& rel) { return (fs::path(TESSERA_SOURCE_DIR) / rel).string(); }
-std::string models(const std::string& rel) { return src("tests/fixtures/parity/models/" + rel); }
-
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    path = fs::temp_directory_path() /
-           ("tessera-cli-formats-" + std::to_string(std::chrono::steady_clock::now().time_since_epoch().count()));
-    fs::create_directories(path);
-  }
-  ~TempDir() { fs::remove_all(path); }
-  std::string operator/(const std::string& name) const { return (path / name).string(); }
-};
-
-std::string read_bytes(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
-
 // The final images of a run written with --out X.safetensors (the file's metadata records the inputs, which differ).
 at::Tensor images(const std::string& path) { return tessera::SafetensorsFile(path).tensor("images").clone(); }
 

@@ -160,7 +160,13 @@ ParityResult run_sd_pipeline_case(const ParityCase& c) {
       "num_random_draws", "random_draw_order", "max_abs_diff_vs_standard_pipeline", "equals_standard_pipeline",
       // single-file and LoRA cases (manifest_formats.json); the max_abs_diff_* are diffusers' own measurements
       "file", "config_folder", "loras", "lora_fuse_mode", "lora_scale_rule", "scale_formula", "diffusers_equivalent",
-      "max_abs_diff_vs_folder_pipeline", "max_abs_diff_vs_float32_folder_pipeline", "max_abs_diff_vs_no_lora"};
+      "max_abs_diff_vs_folder_pipeline", "max_abs_diff_vs_float32_folder_pipeline", "max_abs_diff_vs_no_lora",
+      // ControlNet cases (manifest_control.json); keep / per-step scales / guess scales are what diffusers derived
+      // from the parameters above (Tessera derives its own), the rest are diffusers' own measurements
+      "controlnet", "controlnet_conditioning_scale", "control_guidance_start", "control_guidance_end", "guess_mode",
+      "controlnet_keep", "conditioning_scale_per_step", "guess_mode_scales", "max_abs_diff_vs_conditioning_scale_0",
+      "controlnet_calls_per_step", "controlnet_batch_per_call", "control_image_processor_vae_scale_factor",
+      "num_steps_run", "control_image_size_in", "standard_pipeline_case", "controlnet_batch"};
   for (auto it = p.begin(); it != p.end(); ++it)
     if (!kKnown.count(it.key()) && !it.value().is_null())
       throw ValidationError("pipeline case parameter '" + it.key() + "' is not supported by the pipeline runner");
@@ -215,6 +221,14 @@ ParityResult run_sd_pipeline_case(const ParityCase& c) {
       throw ValidationError("parameter '" + std::string(key) + "' has a form the runner cannot pass: " + v.dump());
     }
   };
+  if (p.contains("controlnet")) in["controlnet"] = Value((fs::path(c.models_dir) / p["controlnet"].get<std::string>()).string());
+  for (const char* k : {"controlnet_conditioning_scale", "control_guidance_start", "control_guidance_end", "guess_mode"})
+    set_if(k, k);
+  if (c.inputs.contains("control_image")) {
+    in["control_image"] = Value(ImageBatch{required_parity_tensor(c, "control_image")});
+    // diffusers resizes a tensor control image with F.interpolate's nearest (PIL images with Lanczos).
+    in["control_image_resample"] = Value(std::string("torch_nearest"));
+  }
   for (const char* k : {"prompt", "negative_prompt", "prompt_2", "negative_prompt_2", "num_inference_steps",
                         "guidance_scale", "height", "width", "strength", "clip_skip", "num_images_per_prompt",
                         "guidance_rescale", "original_size", "crops_coords_top_left", "target_size",
@@ -254,10 +268,25 @@ ParityResult run_sd_pipeline_case(const ParityCase& c) {
       got = state_tensor("latents");
     } else if (name == "step_latents") {
       if (!steps.empty()) got = at::stack(steps);  // [T, B, C, h, w]
+    } else if (name == "controlnet_cond") {
+      // What the ControlNet received: diffusers' classic pipelines double the image for CFG themselves; here the
+      // guider's passes batch it, so each pass's rows are the prepared image.
+      got = state_tensor(name);
+      const at::Tensor exp = required_parity_tensor(c, name);
+      if (got.defined() && got.dim() == exp.dim() && got.size(0) > 0 && exp.size(0) == 2 * got.size(0))
+        got = at::cat({got, got});
     } else if (name == "random_draws") {
       continue;  // diagnostic only (where a port's draws diverge); the images and step latents cover the draws
     } else {
       got = state_tensor(name);
+      // diffusers' classic pipelines hand the UNet cat([negative, positive]) (add_time_ids of the SDXL ControlNet
+      // pipeline); Tessera keeps the two and the guider batches them.
+      const at::Tensor exp = required_parity_tensor(c, name);
+      if (got.defined() && got.dim() == exp.dim() && got.size(0) > 0 && exp.size(0) == 2 * got.size(0) &&
+          out.has("negative_" + name)) {
+        const at::Tensor neg = state_tensor("negative_" + name);
+        if (neg.defined() && neg.sizes() == got.sizes()) got = at::cat({neg, got});
+      }
     }
     if (!got.defined()) {
       cmp.fail("the pipeline produced no '" + name + "'");
