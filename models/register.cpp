@@ -9,6 +9,7 @@
 #include "models/transformers/transformer_sd3.h"
 #include "models/unet/unet_2d_condition.h"
 #include "models/vae/autoencoder_kl.h"
+#include "models/vision/clip_vision_model.h"
 
 namespace tessera {
 
@@ -21,6 +22,7 @@ void register_builtin_models(Registry& registry) {
   register_t5_encoder(registry);
   register_transformer_sd3(registry);
   register_controlnet_model(registry);
+  register_clip_vision_model(registry);
   register_single_file_source(registry);  // `from` naming a single-file checkpoint
 }
 

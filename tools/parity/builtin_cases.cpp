@@ -4,6 +4,7 @@
 #include "tools/parity/format_cases.h"
 #include "tools/parity/flux_pipeline_cases.h"
 #include "tools/parity/guider_cases.h"
+#include "tools/parity/ip_adapter_cases.h"
 #include "tools/parity/parity.h"
 #include "tools/parity/pipeline_cases.h"
 #include "tools/parity/sd3_cases.h"
@@ -28,6 +29,7 @@ void register_builtin_case_runners() {
   register_flux_pipeline_case_runner();
   register_format_case_runners();
   register_controlnet_case_runners();
+  register_ip_adapter_case_runners();
 }
 
 }  // namespace tessera

@@ -1,0 +1,240 @@
+// IP-Adapter model pieces on the tiny fixtures (tests/fixtures/parity/models/tiny-ip-adapter): the CLIP image
+// encoder, the adapter file loader (base / Plus / SDXL, conversion to diffusers' names, errors) and Pillow's uint8
+// resampling. Parity with transformers / diffusers is in the manifest_control cases, run by
+// tests/blocks/test_ip_adapter_parity.cpp.
+#include <catch2/catch.hpp>
+
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <random>
+
+#include "engine/error.h"
+#include "engine/safetensors.h"
+#include "models/adapters/ip_adapter.h"
+#include "models/loading/state_dict.h"
+#include "models/vision/clip_image_processor.h"
+#include "models/vision/clip_vision_model.h"
+
+using namespace tessera;
+using Catch::Matchers::Contains;
+
+namespace fs = std::filesystem;
+
+namespace {
+const std::string kIP = std::string(TESSERA_SOURCE_DIR) + "/tests/fixtures/parity/models/tiny-ip-adapter";
+
+/// A scratch folder removed at the end of the test.
+struct TempDir {
+  fs::path dir;
+  TempDir() {
+    std::random_device rd;
+    dir = fs::temp_directory_path() / ("tessera_ip_adapter_" + std::to_string(rd()));
+    fs::create_directories(dir);
+  }
+  ~TempDir() {
+    std::error_code ec;
+    fs::remove_all(dir, ec);
+  }
+};
+}  // namespace
+
+TEST_CASE("CLIPVisionModelWithProjection loads the tiny image encoder strictly and returns every hidden state",
+          "[model][ip_adapter]") {
+  c10::InferenceMode guard;
+  auto enc = CLIPVisionModelWithProjectionImpl::from_pretrained(kIP + "/image_encoder");
+  CHECK(enc->type() == "CLIPVisionModelWithProjection");
+  CHECK(enc->vision_model->config.hidden_act() == "gelu");
+  CHECK(enc->vision_model->config.num_positions() == 65);
+  at::manual_seed(0);
+  const at::Tensor pixels = at::randn({2, 3, 32, 32});
+  const CLIPVisionModelOutput out = enc->forward(pixels);
+  CHECK(out.image_embeds.sizes() == at::IntArrayRef({2, 32}));
+  CHECK(out.last_hidden_state.sizes() == at::IntArrayRef({2, 65, 32}));
+  REQUIRE(out.hidden_states.size() == 4);  // embeddings + 3 layers
+  CHECK(at::equal(out.hidden_states.back(), out.last_hidden_state));
+  CHECK(out.hidden_states[2].sizes() == at::IntArrayRef({2, 65, 32}));
+  // Rows are independent: the second image alone gives the same embedding.
+  CHECK(at::allclose(enc->forward(pixels.narrow(0, 1, 1)).image_embeds, out.image_embeds.narrow(0, 1, 1), 1e-5, 1e-6));
+  CHECK_THROWS_WITH(enc->forward(at::randn({1, 3, 28, 28})), Contains("pixel_values must be [B, 3, 32, 32]"));
+}
+
+TEST_CASE("IP-Adapter files: base, Plus and SDXL are told apart and their shapes inferred", "[model][ip_adapter]") {
+  SECTION("base SD") {
+    const IPAdapterStateDict sd = read_ip_adapter_state_dict(kIP + "/ip-adapter_sd.safetensors");
+    CHECK(sd.kind == IPAdapterKind::Base);
+    CHECK(sd.num_tokens == 4);
+    CHECK(sd.image_embed_dim == 32);
+    CHECK(sd.cross_attention_dim == 32);
+    CHECK(sd.image_proj.size() == 4);
+    CHECK(sd.image_proj.count("image_embeds.weight") == 1);
+    CHECK(sd.image_proj.count("norm.bias") == 1);
+    REQUIRE(sd.layers.size() == 6);  // tiny-sd: 6 cross-attention layers
+    CHECK(sd.layers.begin()->first == 1);
+    CHECK(sd.layers.rbegin()->first == 11);
+    CHECK(sd.layers.at(5).to_k_ip.sizes() == at::IntArrayRef({64, 32}));
+    CHECK(sd.layers.at(5).to_v_ip.sizes() == at::IntArrayRef({64, 32}));
+  }
+  SECTION("Plus SD: the Resampler's names are converted and to_kv is split k first") {
+    const std::string file = kIP + "/ip-adapter-plus_sd.safetensors";
+    const IPAdapterStateDict sd = read_ip_adapter_state_dict(file);
+    CHECK(sd.kind == IPAdapterKind::Plus);
+    CHECK(sd.plus.heads == 2);
+    CHECK(sd.plus.depth == 4);
+    CHECK(sd.plus.num_queries == 6);
+    CHECK(sd.plus.hidden_dims == 48);
+    CHECK(sd.plus.embed_dims == 32);
+    CHECK(sd.plus.output_dims == 32);
+    CHECK(sd.plus.ff_inner_dim == 192);
+    CHECK(sd.num_tokens == 6);
+    CHECK(sd.image_proj.size() == 55);  // params.converted_state_dict_keys of the parity case
+    for (const char* k : {"layers.3.ln0.weight", "layers.3.ln1.bias", "layers.3.attn.to_out.0.weight",
+                          "layers.3.ff.0.weight", "layers.3.ff.1.net.0.proj.weight", "layers.3.ff.1.net.2.weight"})
+      CHECK(sd.image_proj.count(k) == 1);
+    const auto raw = read_safetensors_files({file});
+    const at::Tensor kv = raw.at("image_proj.layers.1.0.to_kv.weight");  // [256, 48]
+    CHECK(at::equal(sd.image_proj.at("layers.1.attn.to_k.weight"), kv.narrow(0, 0, 128)));
+    CHECK(at::equal(sd.image_proj.at("layers.1.attn.to_v.weight"), kv.narrow(0, 128, 128)));
+    CHECK(sd.layers.size() == 6);
+  }
+  SECTION("base SDXL") {
+    const IPAdapterStateDict sd = read_ip_adapter_state_dict(kIP + "/ip-adapter_sdxl.safetensors");
+    CHECK(sd.kind == IPAdapterKind::Base);
+    CHECK(sd.cross_attention_dim == 64);
+    REQUIRE(sd.layers.size() == 12);  // ids 1..23
+    CHECK(sd.layers.rbegin()->first == 23);
+    CHECK(sd.layers.at(23).to_k_ip.sizes() == at::IntArrayRef({64, 64}));
+  }
+}
+
+TEST_CASE("IPAdapter::from_file builds the projection; project keeps [B, num_images, tokens, cross]",
+          "[model][ip_adapter]") {
+  c10::InferenceMode guard;
+  auto base = IPAdapterImpl::from_file(kIP + "/ip-adapter_sd.safetensors");
+  CHECK(base->image_proj->class_name() == "ImageProjection");
+  CHECK_FALSE(base->uses_penultimate_hidden_states());
+  at::manual_seed(1);
+  const at::Tensor embeds = at::randn({2, 1, 32});
+  const at::Tensor tokens = base->image_proj->project(embeds);
+  CHECK(tokens.sizes() == at::IntArrayRef({2, 1, 4, 32}));
+  // Rows (and images) are projected independently.
+  CHECK(at::allclose(base->image_proj->project(embeds.narrow(0, 1, 1)), tokens.narrow(0, 1, 1), 1e-5, 1e-6));
+  CHECK_THROWS_WITH(base->image_proj->project(at::randn({2, 32})), Contains("[B, num_images, 32]"));
+
+  auto plus = IPAdapterImpl::from_file(kIP + "/ip-adapter-plus_sd.safetensors");
+  CHECK(plus->image_proj->class_name() == "IPAdapterPlusImageProjection");
+  CHECK(plus->uses_penultimate_hidden_states());
+  CHECK(plus->image_proj->project(at::randn({2, 1, 65, 32})).sizes() == at::IntArrayRef({2, 1, 6, 32}));
+  CHECK(plus->layers.size() == 6);
+  CHECK(plus->nbytes() > 0);
+}
+
+TEST_CASE("IP-Adapter loader errors name the file and what is wrong", "[model][ip_adapter]") {
+  const std::string not_ip = kIP + "/image_encoder/model.safetensors";
+  CHECK_THROWS_AS(read_ip_adapter_state_dict(not_ip), ModelLoadError);
+  CHECK_THROWS_WITH(read_ip_adapter_state_dict(not_ip),
+                    Contains("not an IP-Adapter file") && Contains("image_proj.*") &&
+                        Contains("ip_adapter.<id>.to_k_ip.weight") && Contains("model.safetensors"));
+  CHECK_THROWS_WITH(read_ip_adapter_state_dict(kIP + "/missing.safetensors"), Contains("no such file"));
+
+  TempDir tmp;
+  std::map<std::string, at::Tensor> tensors;
+  for (const auto& [k, v] : read_safetensors_files({kIP + "/ip-adapter_sd.safetensors"})) tensors[k] = v.clone();
+  SECTION("an even id") {
+    tensors["ip_adapter.2.to_k_ip.weight"] = tensors.at("ip_adapter.1.to_k_ip.weight");
+    tensors["ip_adapter.2.to_v_ip.weight"] = tensors.at("ip_adapter.1.to_v_ip.weight");
+    const std::string f = (tmp.dir / "even.safetensors").string();
+    save_safetensors(f, tensors);
+    CHECK_THROWS_WITH(read_ip_adapter_state_dict(f), Contains("ip_adapter id 2 is not a positive odd number"));
+  }
+  SECTION("a gap in the ids") {
+    tensors.erase("ip_adapter.3.to_k_ip.weight");
+    tensors.erase("ip_adapter.3.to_v_ip.weight");
+    const std::string f = (tmp.dir / "gap.safetensors").string();
+    save_safetensors(f, tensors);
+    CHECK_THROWS_WITH(read_ip_adapter_state_dict(f), Contains("3 is missing before 5"));
+  }
+  SECTION("a missing to_v_ip") {
+    tensors.erase("ip_adapter.7.to_v_ip.weight");
+    const std::string f = (tmp.dir / "no_v.safetensors").string();
+    save_safetensors(f, tensors);
+    CHECK_THROWS_WITH(read_ip_adapter_state_dict(f), Contains("missing tensor 'ip_adapter.7.to_v_ip.weight'"));
+  }
+  SECTION("a cross width that does not match the projection") {
+    tensors["ip_adapter.9.to_k_ip.weight"] = at::zeros({64, 16});
+    tensors["ip_adapter.9.to_v_ip.weight"] = at::zeros({64, 16});
+    const std::string f = (tmp.dir / "cross.safetensors").string();
+    save_safetensors(f, tensors);
+    CHECK_THROWS_WITH(read_ip_adapter_state_dict(f), Contains("ip_adapter.9.to_k_ip.weight") && Contains("32"));
+  }
+}
+
+TEST_CASE("Pillow uint8 resize: constants stay constant, the same size is the identity, one upscale by hand",
+          "[model][ip_adapter]") {
+  const at::Tensor flat = at::full({40, 52, 3}, 173, at::kByte);
+  for (auto [h, w] : {std::pair<int64_t, int64_t>{32, 41}, {13, 7}, {80, 100}, {40, 17}}) {
+    INFO(h << "x" << w);
+    const at::Tensor r = pil_resize_uint8(flat, h, w);
+    CHECK(r.sizes() == at::IntArrayRef({h, w, 3}));
+    CHECK(at::equal(r, at::full({h, w, 3}, 173, at::kByte)));
+  }
+  at::manual_seed(2);
+  const at::Tensor img = at::randint(0, 256, {9, 11, 3}, at::kByte);
+  CHECK(at::equal(pil_resize_uint8(img, 9, 11), img));
+  // A 1x2 -> 1x4 horizontal upscale of [0, 255]: centres 0.25, 0.75, 1.25, 1.75 (scale 0.5, support 2) give
+  // the Keys weights of 255 at distances 0.75/0.25 etc.; the values follow from bicubic(d) with a = -0.5.
+  const at::Tensor two = at::tensor({0, 255}, at::kByte).view({1, 2, 1});
+  const at::Tensor up = pil_resize_uint8(two, 1, 4).flatten();
+  auto keys = [](double x) {
+    x = std::fabs(x);
+    return x < 1 ? (1.5 * x - 2.5) * x * x + 1 : x < 2 ? ((-0.5 * x + 2.5) * x - 4) * x + 2 : 0.0;
+  };
+  for (int i = 0; i < 4; ++i) {
+    const double c = (i + 0.5) * 0.5;
+    const double w0 = keys(0.5 - c), w1 = keys(1.5 - c);
+    const double v = 255.0 * w1 / (w0 + w1);
+    INFO("pixel " << i);
+    CHECK(std::abs(up[i].item<int>() - std::clamp(std::lround(v), 0L, 255L)) <= 1);
+  }
+  // Shortest-edge sizes as transformers computes them.
+  CHECK((shortest_edge_resize_size(40, 52, 32) == std::pair<int64_t, int64_t>(32, 41)));
+  CHECK((shortest_edge_resize_size(64, 48, 32) == std::pair<int64_t, int64_t>(42, 32)));
+  // Centre crop rounds the offsets down; a smaller image is zero-padded.
+  const at::Tensor chw = at::arange(5 * 6, at::kLong).view({1, 5, 6});
+  CHECK(at::equal(center_crop_chw(chw, 2, 3), chw.slice(1, 1, 3).slice(2, 1, 4)));
+  const at::Tensor padded = center_crop_chw(at::ones({1, 2, 2}, at::kByte), 3, 3);
+  CHECK(padded.sizes() == at::IntArrayRef({1, 3, 3}));
+  CHECK(padded.sum().item<int64_t>() == 4);
+  CHECK_THROWS_AS(pil_resize_uint8(at::zeros({4, 4, 3}), 2, 2), InputError);
+}
+
+TEST_CASE("CLIPImageProcessor: defaults, preprocessor_config.json and a batch of differently sized images",
+          "[model][ip_adapter]") {
+  const CLIPImageProcessor d = CLIPImageProcessor::from_pretrained(kIP + "/image_encoder");  // has none
+  CHECK(d.shortest_edge == 224);
+  CHECK(d.crop_height == 224);
+  const CLIPImageProcessor p = d.with_size(32);
+  at::manual_seed(3);
+  const CLIPImageProcessorOutput out =
+      p.preprocess({at::randint(0, 256, {40, 52, 3}, at::kByte), at::randint(0, 256, {64, 48, 4}, at::kByte)});
+  CHECK(out.pixel_values.sizes() == at::IntArrayRef({2, 3, 32, 32}));
+  CHECK(out.resized_cropped.scalar_type() == at::kByte);
+  const at::Tensor mean = at::tensor({0.48145466, 0.4578275, 0.40821073}, at::kFloat).view({1, 3, 1, 1});
+  const at::Tensor std = at::tensor({0.26862954, 0.26130258, 0.27577711}, at::kFloat).view({1, 3, 1, 1});
+  CHECK(at::allclose(out.pixel_values, (out.resized_cropped.to(at::kFloat) / 255.0 - mean) / std, 1e-5, 1e-6));
+
+  TempDir tmp;
+  {
+    std::ofstream f(tmp.dir / "preprocessor_config.json");
+    f << R"({"crop_size": {"height": 20, "width": 20}, "size": {"shortest_edge": 24}, "do_center_crop": true,
+             "image_processor_type": "CLIPImageProcessor", "resample": 3})";
+  }
+  const CLIPImageProcessor c = CLIPImageProcessor::from_pretrained(tmp.dir.string());
+  CHECK(c.shortest_edge == 24);
+  CHECK(c.crop_width == 20);
+  CHECK(c.preprocess({at::zeros({30, 30, 3}, at::kByte)}).pixel_values.sizes() == at::IntArrayRef({1, 3, 20, 20}));
+  CHECK_THROWS_WITH(c.preprocess({at::zeros({30, 30, 2}, at::kByte)}), Contains("must have 3 channels"));
+}
