@@ -9,7 +9,7 @@
 //   cn+unet separate  two batch-1 ControlNet + UNet calls (the modular ControlNet step)
 // and reported as ratios to the UNet alone. Peak RSS at the end.
 //
-//   tessera_bench_controlnet [--size 64] [--runs 3] [--threads T]
+//   tessera_bench_controlnet [--size 64] [--runs 3] [--threads T (default: every core, as the CLI)]
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -63,7 +63,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   const BlasSelection blas = select_blas_core();
-  if (threads > 0) at::set_num_threads(threads);
+  configure_threads(threads);  // as the CLI: all cores unless --threads
   c10::InferenceMode guard;
   torch::manual_seed(0);
   const nlohmann::json unet_json = nlohmann::json::parse(kSd15UNetConfig);
