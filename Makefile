@@ -6,7 +6,7 @@ TESSERA := $(BUILD_DIR)/tools/cli/tessera
 DEMO_OUT ?= out/demo.png
 DEMO_PROMPT ?= a photo of an astronaut riding a horse on mars
 
-.PHONY: all deps configure build test demo bench clean claude codex clean-ai
+.PHONY: all deps configure build test demo bench benchmarks clean claude codex clean-ai
 
 all: build
 
@@ -25,9 +25,13 @@ demo: configure
 	@mkdir -p $(dir $(DEMO_OUT))
 	@$(TESSERA) run recipes/sd/auto.yaml --set prompt="$(DEMO_PROMPT)" --set seed=42 --out $(DEMO_OUT)
 
-## Build everything and pass every test.
+## Build everything and pass every test (tests labelled "slow" run with `ctest -L slow`).
 test: build
-	@cd $(BUILD_DIR) && ctest --output-on-failure -j$(JOBS)
+	@cd $(BUILD_DIR) && ctest --output-on-failure -j$(JOBS) -LE slow
+
+## The benchmark programs (tools/bench), outside the default build.
+benchmarks: configure
+	@cmake --build $(BUILD_DIR) -j$(JOBS) --target benchmarks
 
 bench: configure
 	@cmake --build $(BUILD_DIR) -j$(JOBS) --target tessera_bench_engine
