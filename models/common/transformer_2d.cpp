@@ -17,8 +17,6 @@ std::vector<const LayerHook*> HookSite::select(LayerHookKind kind) const {
 
 // ---- processors ----
 
-namespace {
-
 // Scaled dot-product attention of projected q [B, N, inner], k/v [B, M, inner] with `heads` heads.
 at::Tensor multi_head_attention(AttentionImpl& attn, const at::Tensor& query, const at::Tensor& key,
                                 const at::Tensor& value, const at::Tensor& attention_mask, AttentionBackend backend) {
@@ -35,8 +33,6 @@ at::Tensor multi_head_attention(AttentionImpl& attn, const at::Tensor& query, co
   at::Tensor out = dispatch_attention(q, k, v.to(q.scalar_type()), attention_mask, attn.scale, backend);
   return out.to(dtype).transpose(1, 2).reshape({batch, -1, attn.heads * head_dim});  // [B, N, heads*d]
 }
-
-}  // namespace
 
 at::Tensor AttnProcessor2_0::forward(AttentionImpl& attn, const at::Tensor& hidden_states,
                                      const at::Tensor& encoder_hidden_states, const at::Tensor& attention_mask,
@@ -158,7 +154,12 @@ at::Tensor BasicTransformerBlockImpl::forward(const at::Tensor& hidden_states_in
 
   if (attn2) {
     norm_hidden_states = layer_norm_fp32(*norm2, hidden_states);
-    attn_output = attn2->forward(norm_hidden_states, options.double_self_attention() ? at::Tensor() : encoder_hidden_states);
+    // No layer hooks for attn2 (diffusers' guiders perturb self-attention only; before IP-Adapter attn2 got an
+    // empty site), only the call's IP-Adapter tokens.
+    HookSite cross_site;
+    cross_site.ip_hidden_states = hooks.ip_hidden_states;
+    attn_output = attn2->forward(norm_hidden_states, options.double_self_attention() ? at::Tensor() : encoder_hidden_states,
+                                 {}, cross_site);
     hidden_states = attn_output + hidden_states;
   }
 
@@ -207,7 +208,8 @@ Transformer2DModelImpl::Transformer2DModelImpl(Transformer2DModelOptions options
 }
 
 at::Tensor Transformer2DModelImpl::forward(const at::Tensor& hidden_states_in, const at::Tensor& encoder_hidden_states,
-                                           const std::vector<LayerHook>* hooks) {
+                                           const std::vector<LayerHook>* hooks,
+                                           const std::vector<at::Tensor>* ip_hidden_states) {
   const int64_t batch = hidden_states_in.size(0), height = hidden_states_in.size(2), width = hidden_states_in.size(3);
   const at::Tensor& residual = hidden_states_in;
   at::Tensor hidden_states = group_norm_fp32(*norm, hidden_states_in);
@@ -222,7 +224,7 @@ at::Tensor Transformer2DModelImpl::forward(const at::Tensor& hidden_states_in, c
     hidden_states = proj_in_linear(hidden_states);  // [B, HW, inner]
   }
 
-  HookSite site{hooks, stack_fqn, 0, stack_is_primary};
+  HookSite site{hooks, stack_fqn, 0, stack_is_primary, ip_hidden_states};
   for (size_t k = 0; k < transformer_blocks->size(); ++k) {
     site.index = static_cast<int64_t>(k);
     hidden_states = transformer_blocks[k]->as<BasicTransformerBlockImpl>()->forward(hidden_states,

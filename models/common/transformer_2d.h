@@ -37,6 +37,12 @@ struct HookSite {
   std::string stack_fqn;
   int64_t index = 0;
   bool stack_is_primary = false;
+  /// IP-Adapter image tokens of the current call (UNet2DConditionInputs::ip_hidden_states after the UNet's
+  /// checks: one [B, tokens, cross] tensor per installed adapter, in the compute dtype), or null when the call has
+  /// none. It travels with the hooks because it is per call, like them; it is not a hook. Transformer blocks hand
+  /// it to their cross-attention (attn2) only; only IPAdapterAttnProcessor (models/adapters/ip_adapter_unet.h)
+  /// reads it, every other processor ignores it.
+  const std::vector<at::Tensor>* ip_hidden_states = nullptr;
   /// Hooks of `kind` that select this block.
   std::vector<const LayerHook*> select(LayerHookKind kind) const;
 };
@@ -57,6 +63,13 @@ class AttentionProcessor {
                              const at::Tensor& encoder_hidden_states, const at::Tensor& attention_mask,
                              const HookSite& hooks) = 0;
 };
+
+/// The attention step of AttnProcessor2_0 on already projected query [B, N, inner] and key/value [B, M, inner]:
+/// split into attn.heads heads, q/k in float32 when attn.options.upcast_attention() (and the dtype is not float32),
+/// dispatch_attention(…, attention_mask, attn.scale, backend) → [B, N, inner] in the query's dtype. Shared with
+/// other processors (IPAdapterAttnProcessor) so that their text attention is bit-identical to AttnProcessor2_0's.
+at::Tensor multi_head_attention(AttentionImpl& attn, const at::Tensor& query, const at::Tensor& key,
+                                const at::Tensor& value, const at::Tensor& attention_mask, AttentionBackend backend);
 
 /// diffusers' AttnProcessor2_0: q/k/v projections, scaled dot-product attention through dispatch_attention,
 /// output projection. Honours IdentityAttention (output = to_out(to_v(x)) on the hook's rows),
@@ -148,7 +161,8 @@ struct BasicTransformerBlockOptions {
 class BasicTransformerBlockImpl : public torch::nn::Module {
  public:
   explicit BasicTransformerBlockImpl(BasicTransformerBlockOptions options);
-  /// hidden_states [B, N, dim], encoder_hidden_states [B, M, cross_attention_dim] → [B, N, dim].
+  /// hidden_states [B, N, dim], encoder_hidden_states [B, M, cross_attention_dim] → [B, N, dim]. Layer hooks go to
+  /// attn1 (and the block's own skips); attn2 gets no hooks, only hooks.ip_hidden_states.
   at::Tensor forward(const at::Tensor& hidden_states, const at::Tensor& encoder_hidden_states,
                      const HookSite& hooks = {});
 
@@ -181,9 +195,11 @@ struct Transformer2DModelOptions {
 class Transformer2DModelImpl : public torch::nn::Module {
  public:
   explicit Transformer2DModelImpl(Transformer2DModelOptions options);
-  /// hidden_states [B, C, H, W] → [B, C, H, W]. `hooks` may be null.
+  /// hidden_states [B, C, H, W] → [B, C, H, W]. `hooks` may be null. `ip_hidden_states` (may be null): the call's
+  /// IP-Adapter tokens, handed to every block's attn2 through HookSite::ip_hidden_states.
   at::Tensor forward(const at::Tensor& hidden_states, const at::Tensor& encoder_hidden_states,
-                     const std::vector<LayerHook>* hooks = nullptr);
+                     const std::vector<LayerHook>* hooks = nullptr,
+                     const std::vector<at::Tensor>* ip_hidden_states = nullptr);
 
   /// Name of this model's block stack for layer hooks ("<path>.transformer_blocks"); set by the owning model.
   std::string stack_fqn = "transformer_blocks";

@@ -52,8 +52,8 @@ at::Tensor resnet_at(torch::nn::ModuleList& list, size_t i, const at::Tensor& x,
 }
 
 at::Tensor attention_at(torch::nn::ModuleList& list, size_t i, const at::Tensor& x, const at::Tensor& ehs,
-                        const std::vector<LayerHook>* hooks) {
-  return list[i]->as<Transformer2DModelImpl>()->forward(x, ehs, hooks);
+                        const std::vector<LayerHook>* hooks, const std::vector<at::Tensor>* ip_hidden_states) {
+  return list[i]->as<Transformer2DModelImpl>()->forward(x, ehs, hooks, ip_hidden_states);
 }
 
 at::Tensor upsample(torch::nn::ModuleList& list, const at::Tensor& x, const std::optional<std::vector<int64_t>>& size) {
@@ -105,12 +105,14 @@ CrossAttnDownBlock2DImpl::CrossAttnDownBlock2DImpl(UNetBlockOptions options_) : 
 
 DownBlockOutput CrossAttnDownBlock2DImpl::forward(const at::Tensor& hidden_states_in, const at::Tensor& temb,
                                                   const at::Tensor& encoder_hidden_states,
-                                                  const std::vector<LayerHook>* hooks) {
+                                                  const std::vector<LayerHook>* hooks,
+                                                  const std::vector<at::Tensor>* ip_hidden_states) {
   at::Tensor hidden_states = hidden_states_in;
   std::vector<at::Tensor> output_states;
   for (size_t i = 0; i < resnets->size(); ++i) {
     hidden_states = resnet_at(resnets, i, hidden_states, temb);                              // [B, out, H, W]
-    hidden_states = attention_at(attentions, i, hidden_states, encoder_hidden_states, hooks);  // [B, out, H, W]
+    hidden_states = attention_at(attentions, i, hidden_states, encoder_hidden_states, hooks,
+                                 ip_hidden_states);  // [B, out, H, W]
     output_states.push_back(hidden_states);
   }
   if (downsamplers) {
@@ -135,10 +137,11 @@ UNetMidBlock2DCrossAttnImpl::UNetMidBlock2DCrossAttnImpl(UNetBlockOptions option
 
 at::Tensor UNetMidBlock2DCrossAttnImpl::forward(const at::Tensor& hidden_states_in, const at::Tensor& temb,
                                                 const at::Tensor& encoder_hidden_states,
-                                                const std::vector<LayerHook>* hooks) {
+                                                const std::vector<LayerHook>* hooks,
+                                                const std::vector<at::Tensor>* ip_hidden_states) {
   at::Tensor hidden_states = resnet_at(resnets, 0, hidden_states_in, temb);
   for (size_t i = 0; i < attentions->size(); ++i) {
-    hidden_states = attention_at(attentions, i, hidden_states, encoder_hidden_states, hooks);
+    hidden_states = attention_at(attentions, i, hidden_states, encoder_hidden_states, hooks, ip_hidden_states);
     hidden_states = resnet_at(resnets, i + 1, hidden_states, temb);
   }
   return hidden_states;
@@ -190,13 +193,14 @@ CrossAttnUpBlock2DImpl::CrossAttnUpBlock2DImpl(UNetBlockOptions options_) : opti
 at::Tensor CrossAttnUpBlock2DImpl::forward(const at::Tensor& hidden_states_in, std::vector<at::Tensor> res_hidden_states,
                                            const at::Tensor& temb, const at::Tensor& encoder_hidden_states,
                                            const std::optional<std::vector<int64_t>>& upsample_size,
-                                           const std::vector<LayerHook>* hooks) {
+                                           const std::vector<LayerHook>* hooks,
+                                           const std::vector<at::Tensor>* ip_hidden_states) {
   at::Tensor hidden_states = hidden_states_in;
   for (size_t i = 0; i < resnets->size(); ++i) {
     at::Tensor skip = pop_skip(res_hidden_states, "CrossAttnUpBlock2D");
     hidden_states = at::cat({hidden_states, skip}, 1);  // [B, C + C_skip, H, W]
     hidden_states = resnet_at(resnets, i, hidden_states, temb);
-    hidden_states = attention_at(attentions, i, hidden_states, encoder_hidden_states, hooks);
+    hidden_states = attention_at(attentions, i, hidden_states, encoder_hidden_states, hooks, ip_hidden_states);
   }
   if (upsamplers) hidden_states = upsample(upsamplers, hidden_states, upsample_size);  // [B, out, 2H, 2W]
   return hidden_states;

@@ -5,6 +5,10 @@
 ///
 ///   CrossAttnDownBlock2D down(UNetBlockOptions(320, 640, 1280).cross_attention_dim(768).num_attention_heads(10));
 ///   auto [h, skips] = down(x, temb, encoder_hidden_states, nullptr);
+///
+/// The cross-attention stages take the call's layer hooks and IP-Adapter tokens (`ip_hidden_states`, one
+/// [B, tokens, cross] tensor per installed adapter, or null; see UNet2DConditionInputs::ip_hidden_states) and hand
+/// both to their Transformer2DModels.
 #include <torch/nn/module.h>
 #include <torch/nn/modules/container/modulelist.h>
 #include <torch/nn/pimpl.h>
@@ -62,7 +66,8 @@ class CrossAttnDownBlock2DImpl : public torch::nn::Module {
  public:
   explicit CrossAttnDownBlock2DImpl(UNetBlockOptions options);
   DownBlockOutput forward(const at::Tensor& hidden_states, const at::Tensor& temb,
-                          const at::Tensor& encoder_hidden_states, const std::vector<LayerHook>* hooks);
+                          const at::Tensor& encoder_hidden_states, const std::vector<LayerHook>* hooks,
+                          const std::vector<at::Tensor>* ip_hidden_states = nullptr);
   UNetBlockOptions options;
   torch::nn::ModuleList resnets{nullptr}, attentions{nullptr}, downsamplers{nullptr};
 };
@@ -74,7 +79,7 @@ class UNetMidBlock2DCrossAttnImpl : public torch::nn::Module {
  public:
   explicit UNetMidBlock2DCrossAttnImpl(UNetBlockOptions options);
   at::Tensor forward(const at::Tensor& hidden_states, const at::Tensor& temb, const at::Tensor& encoder_hidden_states,
-                     const std::vector<LayerHook>* hooks);
+                     const std::vector<LayerHook>* hooks, const std::vector<at::Tensor>* ip_hidden_states = nullptr);
   UNetBlockOptions options;
   torch::nn::ModuleList resnets{nullptr}, attentions{nullptr};
 };
@@ -98,7 +103,7 @@ class CrossAttnUpBlock2DImpl : public torch::nn::Module {
   explicit CrossAttnUpBlock2DImpl(UNetBlockOptions options);
   at::Tensor forward(const at::Tensor& hidden_states, std::vector<at::Tensor> res_hidden_states, const at::Tensor& temb,
                      const at::Tensor& encoder_hidden_states, const std::optional<std::vector<int64_t>>& upsample_size,
-                     const std::vector<LayerHook>* hooks);
+                     const std::vector<LayerHook>* hooks, const std::vector<at::Tensor>* ip_hidden_states = nullptr);
   UNetBlockOptions options;
   torch::nn::ModuleList resnets{nullptr}, attentions{nullptr}, upsamplers{nullptr};
 };

@@ -331,13 +331,29 @@ at::Tensor UNet2DConditionModelImpl::forward(const at::Tensor& sample_in, const 
   const at::Tensor encoder_hidden_states =
       encoder_hidden_states_in.defined() ? encoder_hidden_states_in.to(compute_dtype) : encoder_hidden_states_in;
   at::Tensor emb = time_embed(sample_c, timestep, inputs);  // [B, time_embed_dim]
+
+  // IP-Adapter tokens: [B, n, T, C] → [B, n·T, C] in the compute dtype, handed to every cross-attention layer.
+  std::vector<at::Tensor> ip_tokens;
+  ip_tokens.reserve(inputs.ip_hidden_states.size());
+  for (size_t i = 0; i < inputs.ip_hidden_states.size(); ++i) {
+    const at::Tensor& t = inputs.ip_hidden_states[i];
+    if (!t.defined() || (t.dim() != 3 && t.dim() != 4) || t.size(0) != sample_in.size(0))
+      throw ExecutionError("UNet2DConditionModel: ip_hidden_states[" + std::to_string(i) + "] must be [" +
+                           std::to_string(sample_in.size(0)) + ", num_images, tokens, cross] or [" +
+                           std::to_string(sample_in.size(0)) + ", tokens, cross] (batched like the sample), got " +
+                           (t.defined() ? c10::str(t.sizes()) : std::string("an undefined tensor")));
+    at::Tensor flat = t.dim() == 4 ? t.flatten(1, 2) : t;
+    ip_tokens.push_back(flat.to(sample_in.device(), compute_dtype));
+  }
+  const std::vector<at::Tensor>* ip = ip_tokens.empty() ? nullptr : &ip_tokens;
+
   at::Tensor sample = config.center_input_sample ? sample_c * 2.0 - 1.0 : sample_c;
   sample = conv_in(sample);  // [B, C0, h, w]
 
   std::vector<at::Tensor> down_block_res_samples{sample};
   for (size_t i = 0; i < down_blocks->size(); ++i) {
     DownBlockOutput out;
-    if (auto* b = down_blocks[i]->as<CrossAttnDownBlock2DImpl>()) out = b->forward(sample, emb, encoder_hidden_states, hooks);
+    if (auto* b = down_blocks[i]->as<CrossAttnDownBlock2DImpl>()) out = b->forward(sample, emb, encoder_hidden_states, hooks, ip);
     else out = down_blocks[i]->as<DownBlock2DImpl>()->forward(sample, emb);
     sample = out.first;
     for (auto& r : out.second) down_block_res_samples.push_back(std::move(r));
@@ -353,7 +369,8 @@ at::Tensor UNet2DConditionModelImpl::forward(const at::Tensor& sample_in, const 
       down_block_res_samples[i] = down_block_res_samples[i] + inputs.down_block_additional_residuals[i].to(compute_dtype);
   }
 
-  if (mid_block) sample = mid_block->as<UNetMidBlock2DCrossAttnImpl>()->forward(sample, emb, encoder_hidden_states, hooks);
+  if (mid_block)
+    sample = mid_block->as<UNetMidBlock2DCrossAttnImpl>()->forward(sample, emb, encoder_hidden_states, hooks, ip);
   if (inputs.mid_block_additional_residual.defined())
     sample = sample + inputs.mid_block_additional_residual.to(compute_dtype);
 
@@ -367,7 +384,7 @@ at::Tensor UNet2DConditionModelImpl::forward(const at::Tensor& sample_in, const 
     down_block_res_samples.resize(down_block_res_samples.size() - num_resnets);
     std::optional<std::vector<int64_t>> upsample_size;
     if (!is_final_block && forward_upsample_size) upsample_size = down_block_res_samples.back().sizes().slice(2).vec();
-    if (cross) sample = cross->forward(sample, std::move(res_samples), emb, encoder_hidden_states, upsample_size, hooks);
+    if (cross) sample = cross->forward(sample, std::move(res_samples), emb, encoder_hidden_states, upsample_size, hooks, ip);
     else sample = plain->forward(sample, std::move(res_samples), emb, upsample_size);
   }
 

@@ -87,6 +87,15 @@ struct UNet2DConditionInputs {
   /// Layer hooks of guiders (PAG, SLG, SEG…), each for its batch slice; stacks are named like
   /// "mid_block.attentions.0.transformer_blocks"; "auto" means the mid block's stack.
   std::vector<LayerHook> hooks;
+  /// IP-Adapter image tokens: one tensor per adapter installed with install_ip_adapters
+  /// (models/adapters/ip_adapter_unet.h), in the same order, each that adapter's PROJECTED tokens
+  /// (IPAdapterImageProjection::project: [B, num_images, tokens, cross]; [B, tokens, cross] is accepted too),
+  /// batched like encoder_hidden_states (CFG: the [uncond, cond] rows; PAG: one more copy). This is what diffusers
+  /// builds from added_cond_kwargs["image_embeds"] with encoder_hid_proj and hands its IP processors as the second
+  /// half of the encoder_hidden_states tuple; the images of one adapter become one token sequence
+  /// [B, num_images · tokens, cross], as diffusers' view does. Empty = none (then installed adapters must have
+  /// scale 0). The UNet only checks, reshapes and casts them; IPAdapterAttnProcessor uses them.
+  std::vector<at::Tensor> ip_hidden_states;
 };
 
 /// The options of the UNet stages built from a UNet-style config (shared with ControlNetModel, whose encoder half

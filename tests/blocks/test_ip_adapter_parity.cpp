@@ -1,6 +1,7 @@
 // IP-Adapter model pieces at parity with transformers / diffusers (manifest_control.json): CLIPImageProcessor's
 // uint8 resize + crop (exact) and pixel_values, the CLIP image encoder's outputs, and the three image projections
-// as diffusers loads them from the original-layout files.
+// as diffusers loads them from the original-layout files, and the SD / SDXL UNets with IP attention processors
+// (scale 0.6 and 0).
 #include <catch2/catch.hpp>
 
 #include <sstream>
@@ -9,15 +10,15 @@
 
 using namespace tessera;
 
-TEST_CASE("the IP-Adapter image processor, image encoder and image projection cases match diffusers",
+TEST_CASE("the IP-Adapter image processor, image encoder, image projection and UNet cases match diffusers",
           "[parity][ip_adapter]") {
   register_builtin_case_runners();
   std::ostringstream out;
   ParityOptions options{std::string(TESSERA_SOURCE_DIR) + "/tests/fixtures/parity/manifest_control.json",
-                        "^ip_adapter_(clip_image_processor|image_encoder|.*image_proj)$", "", true};
+                        "^ip_adapter_(clip_image_processor|image_encoder|.*image_proj|sd_unet|sdxl_unet)$", "", true};
   const int rc = run_parity(options, out);
   INFO(out.str());
   CHECK(rc == 0);
-  // clip_image_processor, image_encoder, sd / plus_sd / sdxl image_proj.
-  CHECK(out.str().find("5 passed, 0 failed, 0 skipped") != std::string::npos);
+  // clip_image_processor, image_encoder, sd / plus_sd / sdxl image_proj, sd / sdxl unet.
+  CHECK(out.str().find("7 passed, 0 failed, 0 skipped") != std::string::npos);
 }

@@ -1,6 +1,7 @@
 // IP-Adapter model pieces on the tiny fixtures (tests/fixtures/parity/models/tiny-ip-adapter): the CLIP image
 // encoder, the adapter file loader (base / Plus / SDXL, conversion to diffusers' names, errors) and Pillow's uint8
-// resampling. Parity with transformers / diffusers is in the manifest_control cases, run by
+// resampling, and the adapter on tiny-sd's UNet (ip ids in diffusers' order, errors, scale 0 / removal = the plain
+// UNet). Parity with transformers / diffusers is in the manifest_control cases, run by
 // tests/blocks/test_ip_adapter_parity.cpp.
 #include <catch2/catch.hpp>
 
@@ -12,9 +13,13 @@
 #include <fstream>
 #include <random>
 
+#include <nlohmann/json.hpp>
+
 #include "engine/error.h"
 #include "engine/safetensors.h"
 #include "models/adapters/ip_adapter.h"
+#include "models/adapters/ip_adapter_unet.h"
+#include "models/unet/unet_2d_condition.h"
 #include "models/loading/state_dict.h"
 #include "models/vision/clip_image_processor.h"
 #include "models/vision/clip_vision_model.h"
@@ -26,6 +31,18 @@ namespace fs = std::filesystem;
 
 namespace {
 const std::string kIP = std::string(TESSERA_SOURCE_DIR) + "/tests/fixtures/parity/models/tiny-ip-adapter";
+const std::string kTinySd = std::string(TESSERA_SOURCE_DIR) + "/tests/fixtures/parity/models/tiny-sd";
+const std::string kManifest = std::string(TESSERA_SOURCE_DIR) + "/tests/fixtures/parity/manifest_control.json";
+
+/// params of a manifest_control.json case.
+nlohmann::json case_params(const std::string& name) {
+  std::ifstream f(kManifest);
+  const nlohmann::json m = nlohmann::json::parse(f);
+  for (const auto& c : m.at("cases"))
+    if (c.value("name", std::string()) == name) return c.at("params");
+  FAIL("no case " << name << " in " << kManifest);
+  return {};
+}
 
 /// A scratch folder removed at the end of the test.
 struct TempDir {
@@ -237,4 +254,118 @@ TEST_CASE("CLIPImageProcessor: defaults, preprocessor_config.json and a batch of
   CHECK(c.crop_width == 20);
   CHECK(c.preprocess({at::zeros({30, 30, 3}, at::kByte)}).pixel_values.sizes() == at::IntArrayRef({1, 3, 20, 20}));
   CHECK_THROWS_WITH(c.preprocess({at::zeros({30, 30, 2}, at::kByte)}), Contains("must have 3 channels"));
+}
+
+TEST_CASE("IP-Adapter on tiny-sd's UNet: ids in diffusers' order, scale 0 and removal give the plain UNet",
+          "[model][ip_adapter]") {
+  c10::InferenceMode guard;
+  auto unet = UNet2DConditionModelImpl::from_pretrained(kTinySd, "unet");
+  auto adapter = IPAdapterImpl::from_file(kIP + "/ip-adapter_sd.safetensors");
+
+  // The attn2 layers and their ids, as diffusers listed them for the parity case (down → up → mid).
+  const std::vector<UNetIPAdapterLayer> layers = unet_ip_adapter_layers(*unet);
+  const nlohmann::json ids = case_params("ip_adapter_sd_unet").at("ip_layer_ids");
+  REQUIRE(layers.size() == ids.size());
+  for (size_t i = 0; i < layers.size(); ++i) {
+    INFO("layer " << i);
+    const std::string proc = ids[i].at("processor").get<std::string>();
+    CHECK(layers[i].path + ".processor" == proc);
+    CHECK(layers[i].ip_id == ids[i].at("ip_id").get<int64_t>());
+    CHECK(layers[i].attn->to_k->weight.size(0) == ids[i].at("hidden_size").get<int64_t>());
+  }
+  CHECK(layers.back().path == "mid_block.attentions.0.transformer_blocks.0.attn2");  // last, though registered before up
+
+  at::manual_seed(4);
+  const at::Tensor sample = at::randn({2, 4, 16, 16});
+  const at::Tensor ehs = at::randn({2, 77, 32});
+  const at::Tensor t = at::scalar_tensor(333, at::kLong);
+  const at::Tensor plain = unet->forward(sample, t, ehs);
+  UNet2DConditionInputs in;
+  in.ip_hidden_states = {adapter->image_proj->project(at::randn({2, 1, 32}))};  // [2, 1, 4, 32]
+
+  REQUIRE(install_ip_adapter(*unet, *adapter, 0.6) == 6);
+  for (const UNetIPAdapterLayer& l : layers) {
+    INFO(l.path);
+    auto* p = dynamic_cast<IPAdapterAttnProcessor*>(l.attn->processor().get());
+    REQUIRE(p != nullptr);
+    CHECK(p->ip_id() == l.ip_id);
+    CHECK(p->layer() == l.path);
+    REQUIRE(p->terms().size() == 1);
+    CHECK(p->terms()[0].scale == 0.6);
+    CHECK(at::equal(p->terms()[0].weights.to_k_ip, adapter->layers.at(l.ip_id).to_k_ip));
+    CHECK(at::equal(p->terms()[0].weights.to_v_ip, adapter->layers.at(l.ip_id).to_v_ip));
+  }
+  // Self-attention (attn1) keeps its processor.
+  int self_attention = 0;
+  for (const auto& item : unet->named_modules("", false))
+    if (auto* a = item.value()->as<AttentionImpl>())
+      if (item.key().size() > 5 && item.key().compare(item.key().size() - 5, 5, "attn1") == 0) {
+        INFO(item.key());
+        CHECK(a->processor()->name() == "AttnProcessor2_0");
+        ++self_attention;
+      }
+  CHECK(self_attention == 6);
+
+  const at::Tensor with_ip = unet->forward(sample, t, ehs, in);
+  CHECK_FALSE(at::allclose(with_ip, plain, 1e-4, 1e-5));
+  // The same tokens as [B, tokens, cross] give the same result.
+  UNet2DConditionInputs in3;
+  in3.ip_hidden_states = {in.ip_hidden_states[0].flatten(1, 2)};
+  CHECK(at::equal(unet->forward(sample, t, ehs, in3), with_ip));
+  // A non-zero scale needs tokens; a wrong batch is refused.
+  CHECK_THROWS_WITH(unet->forward(sample, t, ehs), Contains("ip_hidden_states") && Contains("down_blocks.1"));
+  UNet2DConditionInputs bad;
+  bad.ip_hidden_states = {in.ip_hidden_states[0].narrow(0, 0, 1)};
+  CHECK_THROWS_WITH(unet->forward(sample, t, ehs, bad), Contains("ip_hidden_states[0] must be [2,"));
+
+  // Scale 0 skips the ip term: bit-identical to the plain UNet, with or without tokens.
+  CHECK(set_ip_adapter_scale(*unet, 0.0) == 6);
+  CHECK(at::equal(unet->forward(sample, t, ehs, in), plain));
+  CHECK(at::equal(unet->forward(sample, t, ehs), plain));
+  CHECK_THROWS_AS(set_ip_adapter_scales(*unet, {0.5, 0.5}), ValidationError);
+
+  // Two adapters: the second at scale 0 leaves the first's result unchanged.
+  auto plus = IPAdapterImpl::from_file(kIP + "/ip-adapter-plus_sd.safetensors");
+  REQUIRE(install_ip_adapters(*unet, {{adapter.get(), 0.6}, {plus.get(), 0.0}}) == 6);
+  UNet2DConditionInputs in2 = in;
+  in2.ip_hidden_states.push_back(plus->image_proj->project(at::randn({2, 1, 65, 32})));  // [2, 1, 6, 32]
+  CHECK(at::equal(unet->forward(sample, t, ehs, in2), with_ip));
+  CHECK_THROWS_WITH(unet->forward(sample, t, ehs, in), Contains("2 IP-Adapter(s)"));  // one token tensor for two
+  CHECK(set_ip_adapter_scales(*unet, {0.6, 0.5}) == 6);
+  CHECK_FALSE(at::allclose(unet->forward(sample, t, ehs, in2), with_ip, 1e-4, 1e-5));
+
+  // Removal restores the processors from before the first install.
+  CHECK(remove_ip_adapters(*unet) == 6);
+  for (const UNetIPAdapterLayer& l : layers) CHECK(l.attn->processor()->name() == "AttnProcessor2_0");
+  CHECK(at::equal(unet->forward(sample, t, ehs), plain));
+  CHECK(at::equal(unet->forward(sample, t, ehs, in), plain));  // tokens without IP processors are ignored
+  CHECK(remove_ip_adapters(*unet) == 0);
+}
+
+TEST_CASE("IP-Adapter install errors name the layer and the file; nothing is installed", "[model][ip_adapter]") {
+  c10::InferenceMode guard;
+  auto unet = UNet2DConditionModelImpl::from_pretrained(kTinySd, "unet");
+  SECTION("the SDXL adapter (12 layers) on tiny-sd (6)") {
+    auto sdxl = IPAdapterImpl::from_file(kIP + "/ip-adapter_sdxl.safetensors");
+    CHECK_THROWS_AS(install_ip_adapter(*unet, *sdxl), ModelLoadError);
+    CHECK_THROWS_WITH(install_ip_adapter(*unet, *sdxl),
+                      Contains("ip-adapter_sdxl.safetensors") && Contains("has 12 cross-attention layers") &&
+                          Contains("the UNet has 6") && Contains("mid_block.attentions.0.transformer_blocks.0.attn2") &&
+                          Contains("ip_adapter.13 has no UNet layer"));
+  }
+  SECTION("fewer layers than the UNet") {
+    auto few = IPAdapterImpl::from_file(kIP + "/ip-adapter_sd.safetensors");
+    few->layers.erase(11);
+    CHECK_THROWS_WITH(install_ip_adapter(*unet, *few),
+                      Contains("ip-adapter_sd.safetensors") && Contains("has 5 cross-attention layers") &&
+                          Contains("UNet layer mid_block.attentions.0.transformer_blocks.0.attn2 (ip id 11)"));
+  }
+  SECTION("a layer of the wrong shape") {
+    auto bad = IPAdapterImpl::from_file(kIP + "/ip-adapter_sd.safetensors");
+    bad->layers.at(5).to_v_ip = at::zeros({32, 32});
+    CHECK_THROWS_WITH(install_ip_adapter(*unet, *bad),
+                      Contains("ip_adapter.5.to_v_ip.weight is [32, 32]") &&
+                          Contains("up_blocks.0.attentions.0.transformer_blocks.0.attn2") && Contains("[64, 32]"));
+  }
+  for (const UNetIPAdapterLayer& l : unet_ip_adapter_layers(*unet)) CHECK(l.attn->processor()->name() == "AttnProcessor2_0");
 }

@@ -1,10 +1,16 @@
-// IP-Adapter component cases (manifest_control.json).
+// IP-Adapter component cases (manifest_control.json): image processor, image encoder, image projections, and the
+// UNet with IP attention processors.
 #include "tools/parity/ip_adapter_cases.h"
+
+#include <algorithm>
+#include <filesystem>
 
 #include <torch/torch.h>
 
 #include "engine/error.h"
 #include "models/adapters/ip_adapter.h"
+#include "models/adapters/ip_adapter_unet.h"
+#include "models/unet/unet_2d_condition.h"
 #include "models/vision/clip_image_processor.h"
 #include "models/vision/clip_vision_model.h"
 #include "tools/parity/component_cases.h"
@@ -102,6 +108,52 @@ ParityResult run_image_proj_case(const ParityCase& c) {
   return cmp.result();
 }
 
+/// The UNet with the adapter's IP processors (params.model = the pipeline folder, params.ip_adapter = the file,
+/// both under models_dir): `out` at params.ip_adapter_scale, `out_scale0` at scale 0 (= the plain UNet). The case's
+/// `image_embeds` input is added_cond_kwargs["image_embeds"][0] before the projection, so it is projected here.
+/// params.ip_layer_ids (diffusers' processor name → ip id → hidden size) is checked against
+/// unet_ip_adapter_layers before the forward.
+ParityResult run_ip_adapter_unet_case(const ParityCase& c) {
+  c10::InferenceMode guard;
+  auto unet = UNet2DConditionModelImpl::from_pretrained(parity_model_folder(c), "unet");
+  const std::string file = c.params.value("ip_adapter", std::string());
+  if (file.empty()) throw ValidationError("case " + c.name + ": params.ip_adapter (the adapter file) is missing");
+  auto adapter = IPAdapterImpl::from_file((std::filesystem::path(c.models_dir) / file).string());
+  ParityComparison cmp(c.tolerance);
+
+  if (c.params.contains("ip_layer_ids")) {
+    const auto layers = unet_ip_adapter_layers(*unet);
+    const auto& ids = c.params["ip_layer_ids"];
+    if (ids.size() != layers.size())
+      cmp.fail("the UNet has " + std::to_string(layers.size()) + " attn2 layers, diffusers listed " +
+               std::to_string(ids.size()));
+    for (size_t i = 0; i < std::min(ids.size(), layers.size()); ++i) {
+      const std::string proc = ids[i].value("processor", std::string());
+      const std::string expected_path = proc.substr(0, proc.rfind(".processor"));
+      if (layers[i].path != expected_path || layers[i].ip_id != ids[i].value("ip_id", int64_t{-1}) ||
+          layers[i].attn->to_k->weight.size(0) != ids[i].value("hidden_size", int64_t{-1}))
+        cmp.fail("ip layer " + std::to_string(i) + ": Tessera " + layers[i].path + " id " +
+                 std::to_string(layers[i].ip_id) + " hidden " + std::to_string(layers[i].attn->to_k->weight.size(0)) +
+                 ", diffusers " + ids[i].dump());
+    }
+  }
+
+  const double scale = c.params.value("ip_adapter_scale", 1.0);
+  install_ip_adapter(*unet, *adapter, scale);
+  UNet2DConditionInputs in;
+  if (c.inputs.contains("text_embeds")) in.text_embeds = need(c, "text_embeds");
+  if (c.inputs.contains("time_ids")) in.time_ids = need(c, "time_ids");
+  in.ip_hidden_states = {adapter->image_proj->project(need(c, "image_embeds"))};  // [B, 1, tokens, cross]
+  const auto& t = c.params.at("timestep");
+  const at::Tensor timestep =
+      t.is_number_integer() ? at::scalar_tensor(t.get<int64_t>(), at::kLong) : at::scalar_tensor(t.get<double>(), at::kFloat);
+  const at::Tensor sample = need(c, "sample"), ehs = need(c, "encoder_hidden_states");
+  cmp.compare("out", unet->forward(sample, timestep, ehs, in), need(c, "out"));
+  set_ip_adapter_scale(*unet, 0.0);
+  cmp.compare("out_scale0", unet->forward(sample, timestep, ehs, in), need(c, "out_scale0"));
+  return cmp.result();
+}
+
 }  // namespace
 
 void register_ip_adapter_case_runners() {
@@ -111,6 +163,8 @@ void register_ip_adapter_case_runners() {
   register_component_case_prefix_runner("ip_adapter_sd_image_proj", run_image_proj_case);
   register_component_case_prefix_runner("ip_adapter_plus_sd_image_proj", run_image_proj_case);
   register_component_case_prefix_runner("ip_adapter_sdxl_image_proj", run_image_proj_case);
+  register_component_case_prefix_runner("ip_adapter_sd_unet", run_ip_adapter_unet_case);
+  register_component_case_prefix_runner("ip_adapter_sdxl_unet", run_ip_adapter_unet_case);
 }
 
 }  // namespace tessera
