@@ -371,8 +371,10 @@ std::vector<ComponentSpec> Pipeline::resolved_components(const ValueMap& inputs)
     spec.config_from = substitute(spec.config_from, config_from_recipe);
     if (!spec.config_from.empty() && config_from_recipe && fs::path(spec.config_from).is_relative())
       spec.config_from = (fs::path(rc.origin_dir) / spec.config_from).lexically_normal().string();
-    if (spec.from.empty() || !registry_.model_source(spec)) {
-      spec.model_type.clear();  // single-file hints mean nothing for a folder: keep load ids shared
+    // Single-file hints mean nothing for a diffusers folder: clear them to keep load ids shared. (A component
+    // whose `from` is a file of its own, as an IPAdapter's, keeps config_from: its type says what it means.)
+    if (spec.from.empty() || (!registry_.model_source(spec) && fs::is_directory(spec.from))) {
+      spec.model_type.clear();
       spec.config_from.clear();
     }
     for (auto& lora : spec.loras) {
@@ -479,7 +481,7 @@ PipelineState Pipeline::run(const ValueMap& inputs, const RunOptions& options) {
                              (raw.empty() ? std::string(" is empty") : " '" + raw + "' is empty"),
                          rc == recipe_.components.end() ? SourceLoc{recipe_.file} : rc->second.loc, {},
                          var.empty() ? "give the component a model folder"
-                                     : "give it with --set " + var + "=FOLDER");
+                                     : "give it with --set " + var + "=PATH");
       }
       // A single-file checkpoint: its configs folder stands for the model folder in the checks below.
       const std::optional<ModelSourceInfo> source = registry_.model_source(spec);

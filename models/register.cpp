@@ -1,6 +1,7 @@
 #include "models/register.h"
 
 #include "engine/registry.h"
+#include "models/adapters/ip_adapter.h"
 #include "models/controlnets/controlnet_model.h"
 #include "models/loading/component_source.h"
 #include "models/text/clip_text_model.h"
@@ -23,6 +24,7 @@ void register_builtin_models(Registry& registry) {
   register_transformer_sd3(registry);
   register_controlnet_model(registry);
   register_clip_vision_model(registry);
+  register_ip_adapter(registry);
   register_single_file_source(registry);  // `from` naming a single-file checkpoint
 }
 

@@ -8,6 +8,7 @@
 #include <set>
 
 #include "engine/error.h"
+#include "engine/registry.h"
 #include "models/common/precision.h"
 #include "models/loading/skip_init.h"
 #include "models/loading/state_dict.h"
@@ -331,6 +332,75 @@ std::shared_ptr<IPAdapterImpl> IPAdapterImpl::from_file(const std::string& file,
     adapter->layers[id] = {w.to_k_ip.to(dtype).contiguous(), w.to_v_ip.to(dtype).contiguous()};
   adapter->eval();
   return adapter;
+}
+
+std::shared_ptr<IPAdapterImpl> IPAdapterImpl::load(const std::string& file, const std::string& image_encoder_dir,
+                                                   at::ScalarType dtype) {
+  namespace fs = std::filesystem;
+  auto adapter = from_file(file, dtype);
+  fs::path dir = image_encoder_dir.empty() ? fs::path("image_encoder") : fs::path(image_encoder_dir);
+  if (dir.is_relative()) dir = fs::path(file).parent_path() / dir;
+  const std::string hint =
+      "give the image encoder folder (a CLIPVisionModelWithProjection: config.json, model.safetensors) with --set "
+      "ip_adapter_image_encoder=FOLDER";
+  if (!fs::is_directory(dir) || !fs::exists(dir / "config.json"))
+    throw ModelLoadError("IP-Adapter file '" + file + "' needs its image encoder, and '" + dir.string() +
+                             (fs::is_directory(dir) ? "' has no config.json" : "' does not exist"),
+                         SourceLoc{file}, {}, hint);
+  adapter->image_encoder_dir = dir.string();
+  adapter->image_encoder = CLIPVisionModelWithProjectionImpl::from_pretrained(dir.string(), {}, dtype);
+  adapter->register_module("image_encoder", adapter->image_encoder);
+  const CLIPVisionConfig& vc = adapter->image_encoder->vision_model->config;
+  const bool plus = adapter->uses_penultimate_hidden_states();
+  const int64_t width = plus ? vc.hidden_size() : vc.projection_dim();
+  if (width != adapter->image_proj->image_embed_dim)
+    throw ModelLoadError("IP-Adapter file '" + file + "' (" + ip_adapter_kind_name(adapter->kind) + ") projects " +
+                             (plus ? "hidden states" : "image_embeds") + " of width " +
+                             std::to_string(adapter->image_proj->image_embed_dim) + ", but the image encoder in '" +
+                             dir.string() + "' gives " + std::to_string(width) + " (" +
+                             (plus ? "hidden_size" : "projection_dim") + ")",
+                         SourceLoc{file}, {}, "use the image encoder the adapter was trained with; " + hint);
+  if (plus && vc.num_hidden_layers() < 2)
+    throw ModelLoadError("IP-Adapter Plus file '" + file + "' takes the penultimate hidden states, but the image "
+                             "encoder in '" + dir.string() + "' has " + std::to_string(vc.num_hidden_layers()) +
+                             " layer",
+                         SourceLoc{file}, {}, hint);
+  // diffusers uses the pipeline's feature_extractor, or builds CLIPImageProcessor(size=crop=image_size).
+  adapter->feature_extractor = fs::exists(dir / "preprocessor_config.json")
+                                   ? CLIPImageProcessor::from_pretrained(dir.string())
+                                   : CLIPImageProcessor().with_size(vc.image_size());
+  adapter->eval();
+  return adapter;
+}
+
+std::pair<at::Tensor, at::Tensor> IPAdapterImpl::encode_image(const at::Tensor& pixel_values) {
+  if (!image_encoder)
+    throw ExecutionError("IP-Adapter '" + file + "' was loaded without its image encoder (IPAdapterImpl::load)");
+  const at::Tensor x = pixel_values.to(image_encoder->dtype());
+  if (!uses_penultimate_hidden_states()) {
+    at::Tensor embeds = image_encoder->forward(x, /*output_hidden_states=*/false).image_embeds;  // [N, D]
+    return {embeds, at::zeros_like(embeds)};
+  }
+  auto penultimate = [&](const at::Tensor& in) {
+    CLIPVisionModelOutput out = image_encoder->forward(in, /*output_hidden_states=*/true);
+    return out.hidden_states[out.hidden_states.size() - 2];  // [N, L, H]
+  };
+  return {penultimate(x), penultimate(at::zeros_like(x))};
+}
+
+void register_ip_adapter(Registry& registry) {
+  ComponentTypeInfo info;
+  info.type = "IPAdapter";
+  info.category = ComponentCategory::Model;
+  info.description = "an IP-Adapter .safetensors file (h94/IP-Adapter layout: base or Plus, SD 1.x / SDXL) with its "
+                     "image encoder folder (config_from; default image_encoder/ beside the file)";
+  info.create = [](const ComponentSpec& spec) -> ComponentPtr {
+    if (spec.from.empty())
+      throw ModelLoadError("component '" + spec.name + "' (IPAdapter) has no file", {}, {},
+                           "give the IP-Adapter's .safetensors file");
+    return IPAdapterImpl::load(spec.from, spec.config_from, model_dtype(spec));
+  };
+  registry.add_component_type(std::move(info));
 }
 
 size_t IPAdapterImpl::nbytes() const {

@@ -31,12 +31,17 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "engine/components.h"
 #include "models/common/transformer_2d.h"
+#include "models/vision/clip_image_processor.h"
+#include "models/vision/clip_vision_model.h"
 
 namespace tessera {
+
+class Registry;
 
 /// The image projections' common interface (one entry of diffusers' MultiIPAdapterImageProjection).
 class IPAdapterImageProjectionImpl : public torch::nn::Module {
@@ -150,12 +155,26 @@ struct IPAdapterStateDict {
 /// shapes are not the same [hidden, cross] with cross = the projection's output width.
 IPAdapterStateDict read_ip_adapter_state_dict(const std::string& file);
 
-/// A loaded IP-Adapter (component type "IPAdapter"): its image projection (submodule `image_proj`) and the per-layer
-/// to_k_ip / to_v_ip weights the UNet's IP attention processors use.
+/// A loaded IP-Adapter (component type "IPAdapter"): its image projection (submodule `image_proj`), the per-layer
+/// to_k_ip / to_v_ip weights the UNet's IP attention processors use and, when loaded with one, its image encoder
+/// and that encoder's preprocessing (what diffusers' load_ip_adapter loads next to the file).
 class IPAdapterImpl : public torch::nn::Module, public Component {
  public:
   /// read_ip_adapter_state_dict, builds the projection and loads it strictly; tensors in `dtype`. Evaluation mode.
   static std::shared_ptr<IPAdapterImpl> from_file(const std::string& file, at::ScalarType dtype = at::kFloat);
+  /// from_file plus the image encoder (CLIPVisionModelWithProjection) from `image_encoder_dir` ("" = the folder
+  /// `image_encoder` beside the file, as diffusers' image_encoder_folder="image_encoder"; a relative path is taken
+  /// from the file's folder). The feature extractor is the folder's preprocessor_config.json when it has one,
+  /// else CLIPImageProcessor(size=crop=image_size of the encoder), as diffusers builds it. ModelLoadError naming
+  /// the file and the folder when the folder is missing or its encoder's output width is not the projection's
+  /// input width (a base adapter takes image_embeds [projection_dim], a Plus one hidden_states [hidden_size]).
+  static std::shared_ptr<IPAdapterImpl> load(const std::string& file, const std::string& image_encoder_dir,
+                                             at::ScalarType dtype = at::kFloat);
+
+  /// The encoder features the projection takes, for images preprocessed to pixel_values [N, 3, S, S], and their
+  /// negative (what diffusers' encode_image returns): base: image_embeds [N, D] and zeros; Plus: hidden_states[-2]
+  /// [N, L, H] of the images and of zeros_like(pixel_values). ExecutionError when no encoder was loaded.
+  std::pair<at::Tensor, at::Tensor> encode_image(const at::Tensor& pixel_values);
 
   /// Plus adapters consume the image encoder's penultimate hidden states, base ones its image_embeds.
   bool uses_penultimate_hidden_states() const { return kind == IPAdapterKind::Plus; }
@@ -166,6 +185,13 @@ class IPAdapterImpl : public torch::nn::Module, public Component {
   IPAdapterKind kind = IPAdapterKind::Base;
   std::shared_ptr<IPAdapterImageProjectionImpl> image_proj;
   std::map<int64_t, IPAdapterAttentionWeights> layers;  ///< id → weights (see the id rule at the top)
+  std::string image_encoder_dir;                                   ///< "" when loaded without one (from_file)
+  std::shared_ptr<CLIPVisionModelWithProjectionImpl> image_encoder;  ///< submodule `image_encoder`, or null
+  CLIPImageProcessor feature_extractor;
 };
+
+/// Registers the "IPAdapter" component type: `from` is the adapter's .safetensors file, `config_from` its image
+/// encoder folder ("" = `image_encoder` beside the file); both are loaded (IPAdapterImpl::load).
+void register_ip_adapter(Registry& registry);
 
 }  // namespace tessera

@@ -28,13 +28,14 @@ at::Tensor IPAdapterAttnProcessor::forward(AttentionImpl& attn, const at::Tensor
   const at::Tensor value = attn.to_v(encoder_hidden_states); // [B, M, inner]
   at::Tensor out = multi_head_attention(attn, query, key, value, attention_mask, backend_);  // [B, N, inner]
 
+  // A call without IP tokens is a call of the plain UNet (the adapters stay installed for the calls that bring
+  // tokens); a call with tokens must bring one tensor per adapter.
+  const std::vector<at::Tensor>* ip = hooks.ip_hidden_states;
   const bool any_active = std::any_of(terms_.begin(), terms_.end(), [](const auto& t) { return t.scale != 0.0; });
-  if (any_active) {
-    const std::vector<at::Tensor>* ip = hooks.ip_hidden_states;
-    if (!ip || ip->size() != terms_.size())
+  if (any_active && ip) {
+    if (ip->size() != terms_.size())
       throw ExecutionError(name() + " at " + layer_ + ": " + std::to_string(terms_.size()) +
-                           " IP-Adapter(s) installed (not all at scale 0), the call gave " +
-                           std::to_string(ip ? ip->size() : 0) +
+                           " IP-Adapter(s) installed, the call gave " + std::to_string(ip->size()) +
                            " ip_hidden_states (UNet2DConditionInputs::ip_hidden_states, one per adapter)");
     for (size_t i = 0; i < terms_.size(); ++i) {
       const IPAdapterLayerTerm& term = terms_[i];

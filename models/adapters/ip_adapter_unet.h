@@ -51,9 +51,9 @@ class IPAdapterAttnProcessor : public AttentionProcessor {
                          std::shared_ptr<AttentionProcessor> previous = nullptr,
                          AttentionBackend backend = AttentionBackend::Auto);
   std::string name() const override { return "IPAdapterAttnProcessor2_0"; }
-  /// ExecutionError naming the layer when encoder_hidden_states is undefined, or when a term with a non-zero scale
-  /// has no tokens (hooks.ip_hidden_states null or with another count than the terms) or its tokens' batch or width
-  /// do not fit.
+  /// A call without tokens (hooks.ip_hidden_states null) is AttnProcessor2_0's: the adapters stay installed and
+  /// apply to the calls that bring tokens. ExecutionError naming the layer when encoder_hidden_states is undefined,
+  /// or when the call's tokens are not one tensor per term, or their batch or width do not fit.
   at::Tensor forward(AttentionImpl& attn, const at::Tensor& hidden_states, const at::Tensor& encoder_hidden_states,
                      const at::Tensor& attention_mask, const HookSite& hooks) override;
 

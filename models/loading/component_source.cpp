@@ -45,7 +45,8 @@ void load_pretrained_weights(torch::nn::Module& module, const ComponentSpec& spe
 
 void register_single_file_source(Registry& registry) {
   registry.set_model_source_resolver([](const ComponentSpec& spec) -> std::optional<ModelSourceInfo> {
-    if (spec.from.empty() || !is_single_file_checkpoint_path(spec.from)) return std::nullopt;
+    // An IP-Adapter's `from` is its own .safetensors file, not a model checkpoint.
+    if (spec.type == "IPAdapter" || spec.from.empty() || !is_single_file_checkpoint_path(spec.from)) return std::nullopt;
     auto ckpt = SingleFileCheckpoint::open(spec.from);
     const SingleFileOptions options{spec.model_type, spec.config_from};
     ModelSourceInfo info;

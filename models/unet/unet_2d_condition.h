@@ -93,8 +93,8 @@ struct UNet2DConditionInputs {
   /// batched like encoder_hidden_states (CFG: the [uncond, cond] rows; PAG: one more copy). This is what diffusers
   /// builds from added_cond_kwargs["image_embeds"] with encoder_hid_proj and hands its IP processors as the second
   /// half of the encoder_hidden_states tuple; the images of one adapter become one token sequence
-  /// [B, num_images · tokens, cross], as diffusers' view does. Empty = none (then installed adapters must have
-  /// scale 0). The UNet only checks, reshapes and casts them; IPAdapterAttnProcessor uses them.
+  /// [B, num_images · tokens, cross], as diffusers' view does. Empty = none: installed adapters add nothing
+  /// to this call (the plain UNet). The UNet only checks, reshapes and casts them; IPAdapterAttnProcessor uses them.
   std::vector<at::Tensor> ip_hidden_states;
 };
 

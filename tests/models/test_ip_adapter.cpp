@@ -312,8 +312,10 @@ TEST_CASE("IP-Adapter on tiny-sd's UNet: ids in diffusers' order, scale 0 and re
   UNet2DConditionInputs in3;
   in3.ip_hidden_states = {in.ip_hidden_states[0].flatten(1, 2)};
   CHECK(at::equal(unet->forward(sample, t, ehs, in3), with_ip));
-  // A non-zero scale needs tokens; a wrong batch is refused.
-  CHECK_THROWS_WITH(unet->forward(sample, t, ehs), Contains("ip_hidden_states") && Contains("down_blocks.1"));
+  // A call without tokens is the plain UNet (the adapter stays installed for calls with tokens); a wrong batch is
+  // refused.
+  CHECK(at::equal(unet->forward(sample, t, ehs), plain));
+  CHECK(at::equal(unet->forward(sample, t, ehs, in), with_ip));
   UNet2DConditionInputs bad;
   bad.ip_hidden_states = {in.ip_hidden_states[0].narrow(0, 0, 1)};
   CHECK_THROWS_WITH(unet->forward(sample, t, ehs, bad), Contains("ip_hidden_states[0] must be [2,"));
