@@ -74,21 +74,6 @@ int64_t checked_count(const ValueMap& p, const InputParam& decl, int64_t max) {
   return k;
 }
 
-/// "SDXL", "SD 1.x", "SD 2.x" or "cross-attention width N": what a UNet or ControlNet config is for.
-std::string family_of(const UNet2DConditionModelConfig& c) {
-  if (c.addition_embed_type) return "SDXL";
-  const int64_t cross = c.cross_attention_dim.empty() ? 0 : c.cross_attention_dim.front();
-  if (cross == 768) return "SD 1.x";
-  if (cross == 1024) return "SD 2.x";
-  return "cross-attention width " + std::to_string(cross);
-}
-
-std::string where(const Components& c, const std::string& name) {
-  if (!c.has_spec(name)) return name;
-  const ComponentSpec& spec = c.spec(name);
-  return spec.from.empty() ? name : name + " '" + spec.from + "'";
-}
-
 /// InputError unless the ControlNet fits the UNet and the VAE of the pipeline.
 void check_fits(const Components& c, const std::string& name, const ControlNetModelImpl& cn,
                 const UNet2DConditionModelImpl& unet, const AutoencoderKLImpl& vae, const std::string& block_path) {
@@ -96,24 +81,25 @@ void check_fits(const Components& c, const std::string& name, const ControlNetMo
   const UNet2DConditionModelConfig& u = unet.config;
   const std::string hint = "use a ControlNet trained for the model's family";
   if (a.cross_attention_dim != u.cross_attention_dim || a.addition_embed_type != u.addition_embed_type)
-    throw InputError("the ControlNet (" + where(c, name) + ") is for " + family_of(a) + ", the UNet (" +
-                         where(c, "unet") + ") is " + family_of(u) + " (cross-attention width " +
+    throw InputError("the ControlNet (" + sd::component_where(c, name) + ") is for " + sd::unet_family(a) +
+                         ", the UNet (" + sd::component_where(c, "unet") + ") is " + sd::unet_family(u) +
+                         " (cross-attention width " +
                          std::to_string(a.cross_attention_dim.empty() ? 0 : a.cross_attention_dim.front()) + " vs " +
                          std::to_string(u.cross_attention_dim.empty() ? 0 : u.cross_attention_dim.front()) + ")",
                      {}, block_path, hint);
   if (a.addition_embed_type && a.projection_class_embeddings_input_dim != u.projection_class_embeddings_input_dim)
-    throw InputError("the ControlNet (" + where(c, name) + ") takes SDXL conditioning of width " +
+    throw InputError("the ControlNet (" + sd::component_where(c, name) + ") takes SDXL conditioning of width " +
                          std::to_string(a.projection_class_embeddings_input_dim.value_or(0)) + ", the UNet's is " +
                          std::to_string(u.projection_class_embeddings_input_dim.value_or(0)),
                      {}, block_path, hint);
   if (a.in_channels != vae.config.latent_channels || a.in_channels > u.in_channels)
-    throw InputError("the ControlNet (" + where(c, name) + ") takes " + std::to_string(a.in_channels) +
+    throw InputError("the ControlNet (" + sd::component_where(c, name) + ") takes " + std::to_string(a.in_channels) +
                          " latent channels, the VAE makes " + std::to_string(vae.config.latent_channels) +
                          " and the UNet takes " + std::to_string(u.in_channels),
                      {}, block_path, hint);
   const int64_t cn_factor = int64_t{1} << (cn.config.conditioning_embedding_out_channels.size() - 1);
   if (cn_factor != sd::vae_scale_factor(vae))
-    throw InputError("the ControlNet (" + where(c, name) + ") downsamples its control image by " +
+    throw InputError("the ControlNet (" + sd::component_where(c, name) + ") downsamples its control image by " +
                          std::to_string(cn_factor) + ", the VAE by " + std::to_string(sd::vae_scale_factor(vae)) +
                          ": its residuals would not fit the latents",
                      {}, block_path, hint);
@@ -178,7 +164,7 @@ void SDPrepareControlImageStep::run(Components& c, BlockState& s) const {
   if (pixels.dim() != 4 || pixels.size(1) != cn->config.conditioning_channels)
     throw InputError(image_name + " " + Value(pixels).repr() + " must be [B, " +
                          std::to_string(cn->config.conditioning_channels) + ", H, W], as the ControlNet (" +
-                         where(c, name) + ") takes",
+                         sd::component_where(c, name) + ") takes",
                      {}, s.block_path());
   auto opt = [&](const std::string& key) {
     return s.has(key) ? std::optional<int64_t>(s.get_int(key)) : std::nullopt;

@@ -66,6 +66,8 @@ BlockSpec SDLoopDenoiserStep::spec() const {
       .input(sd::negative_add_time_ids)
       .input(sd::guidance_scale)
       .input(sd::guidance_rescale)
+      .input(sd::ip_adapter_tokens)
+      .input(sd::negative_ip_adapter_tokens)
       .output(sd::noise_pred_out);
 }
 
@@ -105,6 +107,9 @@ at::Tensor sd::guided_unet_prediction(Components& c, BlockState& s, const Guider
                              std::to_string(s.get_int(sd::i.name)) + ", but there is no negative for '" + name + "'",
                          {}, s.block_path(), "let the text encoder step run with the same guider");
   }
+  // IP-Adapter tokens (sd.prepare_ip_adapter installed the adapter on the UNet): batched with the passes.
+  const bool ip = s.has(sd::ip_adapter_tokens.name);
+  if (ip) fields["ip_hidden_states"] = pair(sd::ip_adapter_tokens.name, sd::negative_ip_adapter_tokens.name);
   for (const auto& [name, p] : extra_fields) fields[name] = p;
   GuiderModelFn model = [&](const std::map<std::string, at::Tensor>& in, const std::vector<LayerHook>& hooks) {
     const at::Tensor& sample = in.at("sample");
@@ -114,6 +119,7 @@ at::Tensor sd::guided_unet_prediction(Components& c, BlockState& s, const Guider
       extra.text_embeds = in.at("text_embeds");
       extra.time_ids = in.at("time_ids");
     }
+    if (ip) extra.ip_hidden_states = {in.at("ip_hidden_states")};
     if (before_unet) before_unet(in, extra);
     return unet->forward(sample, t, in.at("encoder_hidden_states"), extra);
   };

@@ -25,9 +25,10 @@ using UNetCallHook =
     std::function<void(const std::map<std::string, at::Tensor>& inputs, UNet2DConditionInputs& unet_inputs)>;
 
 /// The guided UNet prediction of this step, as sd.loop_denoiser computes it (guidance scale applied, guider state
-/// set, the fields prompt_embeds / pooled / time ids, the guider's passes batched unless `batch_passes` is false,
-/// combined). `extra_fields` join the guider's fields (each pass gets its tuple element, so they are batched with
-/// the passes); `before_unet` (may be empty) runs in every UNet call. The block must declare the denoiser's spec.
+/// set, the fields prompt_embeds / pooled / time ids / IP-Adapter tokens, the guider's passes batched unless
+/// `batch_passes` is false, combined). `extra_fields` join the guider's fields (each pass gets its tuple element,
+/// so they are batched with the passes); `before_unet` (may be empty) runs in every UNet call. The block must
+/// declare the denoiser's spec.
 at::Tensor guided_unet_prediction(Components& components, BlockState& state, const GuiderFields& extra_fields,
                                   const UNetCallHook& before_unet);
 }  // namespace sd
@@ -44,8 +45,8 @@ class SDLoopBeforeDenoiserStep final : public LeafBlock {
   void run(Components& components, BlockState& state) const override;
 };
 
-/// The guider sees the fields encoder_hidden_states (prompt_embeds, negative_prompt_embeds) and, for SDXL,
-/// text_embeds (pooled) and time_ids (add_time_ids); it decides the passes of this step, which run as one batched
+/// The guider sees the fields encoder_hidden_states (prompt_embeds, negative_prompt_embeds), for SDXL
+/// text_embeds (pooled) and time_ids (add_time_ids), and with an IP-Adapter ip_hidden_states (ip_adapter_tokens); it decides the passes of this step, which run as one batched
 /// UNet call unless the pipeline config `batch_passes` is false (then one call per pass, diffusers' order).
 class SDLoopDenoiserStep final : public LeafBlock {
  public:

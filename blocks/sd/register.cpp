@@ -6,6 +6,7 @@
 #include "blocks/sd/decoders.h"
 #include "blocks/sd/denoise.h"
 #include "blocks/sd/encoders.h"
+#include "blocks/sd/ip_adapter.h"
 
 namespace tessera {
 
@@ -22,6 +23,7 @@ void register_sd_blocks(Registry& r) {
   add_block_class<SDLoopDenoiserStep>(r);
   add_block_class<SDPrepareControlImageStep>(r);
   add_block_class<SDLoopControlNetDenoiserStep>(r);
+  add_block_class<SDPrepareIPAdapterStep>(r);
   add_block_class<SDLoopSchedulerStep>(r);
   add_block_class<SDLoopInpaintBlendStep>(r);
   add_block_class<SDDecodeStep>(r);

@@ -6,6 +6,7 @@
 #include "engine/components.h"
 #include "engine/error.h"
 #include "guiders/guider.h"
+#include "models/unet/unet_2d_condition.h"
 #include "models/vae/autoencoder_kl.h"
 #include "schedulers/scheduler.h"
 
@@ -118,6 +119,20 @@ at::Tensor expand_to_batch(const at::Tensor& x, int64_t batch, const std::string
 }
 
 int64_t vae_scale_factor(const AutoencoderKLImpl& vae) { return vae.vae_scale_factor(); }
+
+std::string component_where(const Components& c, const std::string& name) {
+  if (!c.has_spec(name)) return name;
+  const ComponentSpec& spec = c.spec(name);
+  return spec.from.empty() ? name : name + " '" + spec.from + "'";
+}
+
+std::string unet_family(const UNet2DConditionModelConfig& c) {
+  if (c.addition_embed_type) return "SDXL";
+  const int64_t cross = c.cross_attention_dim.empty() ? 0 : c.cross_attention_dim.front();
+  if (cross == 768) return "SD 1.x";
+  if (cross == 1024) return "SD 2.x";
+  return "cross-attention width " + std::to_string(cross);
+}
 
 void check_image_size(int64_t height, int64_t width, int64_t factor, const std::string& block_path) {
   if (height <= 0 || width <= 0 || height % factor != 0 || width % factor != 0)

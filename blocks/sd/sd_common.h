@@ -12,6 +12,7 @@ class Scheduler;
 class AutoencoderKLImpl;
 class Components;
 class Guider;
+struct UNet2DConditionModelConfig;
 }  // namespace tessera
 
 namespace tessera::sd {
@@ -42,6 +43,12 @@ at::Tensor expand_to_batch(const at::Tensor& x, int64_t batch, const std::string
 
 /// 2^(levels-1) for the VAE (8 for SD, 2 for the tiny test models).
 int64_t vae_scale_factor(const AutoencoderKLImpl& vae);
+
+/// "name 'path'" of a component for messages (its `from` when it has one), or just the name.
+std::string component_where(const Components& c, const std::string& name);
+
+/// "SDXL", "SD 1.x", "SD 2.x" or "cross-attention width N": what a UNet-style config (UNet, ControlNet) is for.
+std::string unet_family(const UNet2DConditionModelConfig& config);
 
 /// Checks height and width are positive multiples of the VAE scale factor (InputError naming both otherwise).
 void check_image_size(int64_t height, int64_t width, int64_t factor, const std::string& block_path);

@@ -32,6 +32,14 @@ inline const OutputParam negative_pooled_prompt_embeds{"negative_pooled_prompt_e
                                                        "Negative pooled text embeddings [B, P] (SDXL)",
                                                        "denoiser_input_fields"};
 
+// ---- IP-Adapter (sd.prepare_ip_adapter → the denoisers)
+inline const InputParam ip_adapter_tokens{
+    "ip_adapter_tokens", Kind::Tensor,
+    "IP-Adapter image tokens [B, n, T, C] (sd.prepare_ip_adapter): extra keys/values of every cross-attention layer"};
+inline const InputParam negative_ip_adapter_tokens{
+    "negative_ip_adapter_tokens", Kind::Tensor,
+    "IP-Adapter tokens of the unconditional passes [B, n, T, C] (of zero embeddings, or of a zero image for Plus)"};
+
 // ---- batch, size, randomness
 inline const InputParam num_images_per_prompt = InputParam::from_template("num_images_per_prompt");
 inline const InputParam batch_size{"batch_size", Kind::Int, "Number of prompts B (set by the input step)", true};

@@ -166,7 +166,12 @@ ParityResult run_sd_pipeline_case(const ParityCase& c) {
       "controlnet", "controlnet_conditioning_scale", "control_guidance_start", "control_guidance_end", "guess_mode",
       "controlnet_keep", "conditioning_scale_per_step", "guess_mode_scales", "max_abs_diff_vs_conditioning_scale_0",
       "controlnet_calls_per_step", "controlnet_batch_per_call", "control_image_processor_vae_scale_factor",
-      "num_steps_run", "control_image_size_in", "standard_pipeline_case", "controlnet_batch"};
+      "num_steps_run", "control_image_size_in", "standard_pipeline_case", "controlnet_batch",
+      // IP-Adapter cases: the adapter file, its image encoder and scale are passed on; ip_layer_ids (the UNet
+      // layers diffusers assigned) is checked by the component cases; feature_extractor describes what the
+      // classic loader builds (CLIPImageProcessor(size=crop=image_size)), which Tessera builds too
+      "ip_adapter", "image_encoder", "ip_adapter_scale", "ip_layer_ids", "image_size_hw", "variant",
+      "max_abs_diff_vs_scale_0", "feature_extractor", "feature_extractor_default"};
   for (auto it = p.begin(); it != p.end(); ++it)
     if (!kKnown.count(it.key()) && !it.value().is_null())
       throw ValidationError("pipeline case parameter '" + it.key() + "' is not supported by the pipeline runner");
@@ -229,6 +234,16 @@ ParityResult run_sd_pipeline_case(const ParityCase& c) {
     // diffusers resizes a tensor control image with F.interpolate's nearest (PIL images with Lanczos).
     in["control_image_resample"] = Value(std::string("torch_nearest"));
   }
+  if (p.contains("ip_adapter")) {
+    in["ip_adapter"] = Value((fs::path(c.models_dir) / p["ip_adapter"].get<std::string>()).string());
+    if (p.contains("image_encoder"))
+      in["ip_adapter_image_encoder"] = Value((fs::path(c.models_dir) / p["image_encoder"].get<std::string>()).string());
+    set_if("ip_adapter_scale", "ip_adapter_scale");
+  }
+  if (c.inputs.contains("ip_adapter_image_uint8")) {  // [H, W, 3] uint8 → an image input [1, 3, H, W] in [0, 1]
+    const at::Tensor u8 = required_parity_tensor(c, "ip_adapter_image_uint8");
+    in["ip_adapter_image"] = Value(ImageBatch{u8.permute({2, 0, 1}).unsqueeze(0).to(at::kFloat).div(255.0)});
+  }
   for (const char* k : {"prompt", "negative_prompt", "prompt_2", "negative_prompt_2", "num_inference_steps",
                         "guidance_scale", "height", "width", "strength", "clip_skip", "num_images_per_prompt",
                         "guidance_rescale", "original_size", "crops_coords_top_left", "target_size",
@@ -275,6 +290,17 @@ ParityResult run_sd_pipeline_case(const ParityCase& c) {
       const at::Tensor exp = required_parity_tensor(c, name);
       if (got.defined() && got.dim() == exp.dim() && got.size(0) > 0 && exp.size(0) == 2 * got.size(0))
         got = at::cat({got, got});
+    } else if (name == "pixel_values" || name == "image_embeds" || name == "negative_image_embeds") {
+      // The IP-Adapter's preprocessed image and image encoder features (sd.prepare_ip_adapter's outputs).
+      static const std::map<std::string, std::string> kState = {{"pixel_values", "ip_adapter_pixel_values"},
+                                                                {"image_embeds", "ip_adapter_embeds"},
+                                                                {"negative_image_embeds", "negative_ip_adapter_embeds"}};
+      got = state_tensor(kState.at(name));
+    } else if (name == "unet_image_embeds" || name == "ip_tokens") {
+      // What diffusers' UNet received for CFG: cat([negative, positive]); here the guider batches the two.
+      const std::string pos = name == "ip_tokens" ? "ip_adapter_tokens" : "ip_adapter_embeds";
+      const at::Tensor a = state_tensor("negative_" + pos), b = state_tensor(pos);
+      if (a.defined() && b.defined()) got = at::cat({a, b});
     } else if (name == "random_draws") {
       continue;  // diagnostic only (where a port's draws diverge); the images and step latents cover the draws
     } else {
