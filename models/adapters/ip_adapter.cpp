@@ -388,17 +388,27 @@ std::pair<at::Tensor, at::Tensor> IPAdapterImpl::encode_image(const at::Tensor& 
   return {penultimate(x), penultimate(at::zeros_like(x))};
 }
 
+std::string resolve_ip_adapter_file(const std::string& from) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (from.empty() || fs::exists(from, ec)) return from;
+  const size_t colon = from.rfind(':');
+  if (colon == std::string::npos || colon == 0 || colon + 1 == from.size()) return from;
+  const std::string joined = (fs::path(from.substr(0, colon)) / from.substr(colon + 1)).string();
+  return fs::exists(joined, ec) ? joined : from;
+}
+
 void register_ip_adapter(Registry& registry) {
   ComponentTypeInfo info;
   info.type = "IPAdapter";
   info.category = ComponentCategory::Model;
-  info.description = "an IP-Adapter .safetensors file (h94/IP-Adapter layout: base or Plus, SD 1.x / SDXL) with its "
-                     "image encoder folder (config_from; default image_encoder/ beside the file)";
+  info.description = "an IP-Adapter .safetensors file (h94/IP-Adapter layout: base or Plus, SD 1.x / SDXL; FILE or "
+                     "FOLDER:PATH) with its image encoder folder (config_from; default image_encoder/ beside the file)";
   info.create = [](const ComponentSpec& spec) -> ComponentPtr {
     if (spec.from.empty())
       throw ModelLoadError("component '" + spec.name + "' (IPAdapter) has no file", {}, {},
                            "give the IP-Adapter's .safetensors file");
-    return IPAdapterImpl::load(spec.from, spec.config_from, model_dtype(spec));
+    return IPAdapterImpl::load(resolve_ip_adapter_file(spec.from), spec.config_from, model_dtype(spec));
   };
   registry.add_component_type(std::move(info));
 }

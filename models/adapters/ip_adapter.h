@@ -190,8 +190,15 @@ class IPAdapterImpl : public torch::nn::Module, public Component {
   CLIPImageProcessor feature_extractor;
 };
 
-/// Registers the "IPAdapter" component type: `from` is the adapter's .safetensors file, `config_from` its image
-/// encoder folder ("" = `image_encoder` beside the file); both are loaded (IPAdapterImpl::load).
+/// The adapter file a component's `from` names: the path itself, or "FOLDER:PATH" = FOLDER/PATH (a repository and
+/// the file in it, as diffusers' load_ip_adapter("h94/IP-Adapter", subfolder="sdxl_models",
+/// weight_name="ip-adapter_sdxl.safetensors") is written `IP-Adapter:sdxl_models/ip-adapter_sdxl.safetensors`)
+/// when the path itself does not exist. Returned unchanged when neither exists (the loader then names it).
+std::string resolve_ip_adapter_file(const std::string& from);
+
+/// Registers the "IPAdapter" component type: `from` is the adapter's .safetensors file (resolve_ip_adapter_file),
+/// `config_from` its image encoder folder ("" = `image_encoder` beside the file); both are loaded
+/// (IPAdapterImpl::load).
 void register_ip_adapter(Registry& registry);
 
 }  // namespace tessera

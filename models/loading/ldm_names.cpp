@@ -99,6 +99,30 @@ NameTable unet_name_table(const UNet2DConditionModelConfig& c) {
   return t;
 }
 
+NameTable controlnet_name_table(const UNet2DConditionModelConfig& c, size_t conditioning_levels) {
+  NameTable t;
+  UNet2DConditionModelConfig encoder = c;  // a ControlNet config has no up blocks: give the table plain ones
+  encoder.up_block_types.assign(c.down_block_types.size(), "UpBlock2D");
+  const NameTable unet = unet_name_table(encoder);
+  for (const auto& [diffusers, ldm] : unet.pairs())
+    if (diffusers.rfind("up_blocks.", 0) != 0 && diffusers != "conv_norm_out" && diffusers != "conv_out")
+      t.add(diffusers, ldm);
+  // input_hint_block: conv_in, then per level but the last a 3x3 and a stride-2 3x3 conv, then conv_out.
+  int64_t hint = 0;
+  t.add("controlnet_cond_embedding.conv_in", "input_hint_block." + idx(hint));
+  const int64_t blocks = 2 * (static_cast<int64_t>(conditioning_levels) - 1);
+  for (int64_t k = 0; k < blocks; ++k)
+    t.add("controlnet_cond_embedding.blocks." + idx(k), "input_hint_block." + idx(hint += 2));
+  t.add("controlnet_cond_embedding.conv_out", "input_hint_block." + idx(hint + 2));
+  // One zero conv per skip of the down blocks: input_blocks 0 … last.
+  int64_t skips = 1;
+  for (size_t b = 0; b < c.down_block_types.size(); ++b)
+    skips += (b < c.layers_per_block.size() ? c.layers_per_block[b] : 2) + (b + 1 < c.down_block_types.size() ? 1 : 0);
+  for (int64_t i = 0; i < skips; ++i) t.add("controlnet_down_blocks." + idx(i), "zero_convs." + idx(i) + ".0");
+  t.add("controlnet_mid_block", "middle_block_out.0");
+  return t;
+}
+
 namespace {
 
 /// A VAE ResnetBlock2D: the same inner names on both sides but the shortcut.

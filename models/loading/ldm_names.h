@@ -44,6 +44,13 @@ class NameTable {
 /// (in_layers.0/2, emb_layers.1, out_layers.0/3, skip_connection), attentions, down/up samplers.
 NameTable unet_name_table(const UNet2DConditionModelConfig& config);
 
+/// ControlNetModel <-> the original ControlNet layout (`control_model.*` without that prefix, as cldm.py names it):
+/// the UNet's encoder half as unet_name_table maps it (conv_in, time / SDXL addition embeddings, input_blocks,
+/// middle_block), the hint block `input_hint_block.{0, 2, 4, …}` → controlnet_cond_embedding.{conv_in, blocks.k,
+/// conv_out} (a conv every other index, SiLUs between), `zero_convs.i.0` → controlnet_down_blocks.i and
+/// `middle_block_out.0` → controlnet_mid_block. `conditioning_levels` = conditioning_embedding_out_channels' size.
+NameTable controlnet_name_table(const UNet2DConditionModelConfig& config, size_t conditioning_levels);
+
 /// AutoencoderKL <-> LDM `first_stage_model.*` (without that prefix): encoder down / decoder up (reversed) blocks,
 /// mid block with its attention (norm/q/k/v/proj_out -> group_norm/to_q/to_k/to_v/to_out.0), norm_out,
 /// quant convs. The LDM attention projections are 1x1 convolutions ([C, C, 1, 1]) where diffusers has Linear

@@ -8,6 +8,7 @@
 
 #include "engine/error.h"
 #include "engine/safetensors.h"
+#include "models/controlnets/controlnet_model.h"
 #include "models/loading/config_reader.h"
 #include "models/loading/diffusers_folder.h"
 #include "models/loading/ldm_names.h"
@@ -322,6 +323,12 @@ void convert_with_table(const std::map<std::string, at::Tensor>& all, const std:
 
 }  // namespace
 
+const at::Tensor& SingleFileCheckpoint::tensor(const std::string& key) const {
+  auto it = tensors_.find(key);
+  if (it == tensors_.end()) fail(path_, "'" + path_ + "' has no tensor '" + key + "'");
+  return it->second;
+}
+
 std::map<std::string, SourceTensor> SingleFileCheckpoint::component_tensors(const std::string& component,
                                                                           const nlohmann::json& config,
                                                                           bool with_projection) const {
@@ -346,6 +353,19 @@ std::map<std::string, SourceTensor> SingleFileCheckpoint::component_tensors(cons
       if (name.find("mid_block.attentions.0.to_") != std::string::npos && t.tensor.dim() == 4 &&
           t.tensor.size(2) == 1 && t.tensor.size(3) == 1)
         t.tensor = t.tensor.flatten(1);  // [C, C, 1, 1] -> [C, C] (a view)
+  } else if (component == "controlnet") {
+    // The original ControlNet layout: `control_model.*` in a full training checkpoint, no prefix in the extracted
+    // control_*.safetensors / .pth files.
+    prefix = has_prefix("control_model.") ? "control_model." : "";
+    ModelConfig cfg(config, path_ + " (controlnet config)");
+    const ControlNetModelConfig cn = ControlNetModelConfig::from_config(cfg);
+    Converted all;
+    convert_with_table(tensors_, prefix, controlnet_name_table(cn.unet, cn.conditioning_embedding_out_channels.size()),
+                       src, all);
+    out.tensors = std::move(all.tensors);
+    // Without a prefix the file may hold other models' keys too (a merged checkpoint): only the ControlNet's count.
+    for (auto& key : all.unmapped)
+      if (!prefix.empty() || key.rfind("model.", 0) != 0) out.unmapped.push_back(std::move(key));
   } else if (component == "text_encoder" || component == "text_encoder_2") {
     const int64_t layers = config.value("num_hidden_layers", int64_t{12});
     const std::vector<std::string> candidates =
@@ -370,7 +390,7 @@ std::map<std::string, SourceTensor> SingleFileCheckpoint::component_tensors(cons
     else convert_open_clip(tensors_, prefix, layers, with_projection, src, out);
   } else {
     fail(path_, "a single-file checkpoint has no component '" + component +
-                    "' (it holds unet, vae, text_encoder and, for SDXL, text_encoder_2)");
+                    "' (it holds unet, vae, text_encoder and, for SDXL, text_encoder_2; or a controlnet)");
   }
   if (out.tensors.empty() && out.unmapped.empty())
     fail(path_, "'" + path_ + "' has no " + component + " weights (no keys under '" + prefix + "')");

@@ -63,6 +63,8 @@ class SingleFileCheckpoint {
   /// Every key of the file, sorted.
   std::vector<std::string> keys() const;
   bool has(const std::string& key) const { return tensors_.count(key) != 0; }
+  /// The tensor under `key` as the file stores it (ModelLoadError naming the file and key when it has none).
+  const at::Tensor& tensor(const std::string& key) const;
 
   /// The family from the keys, following diffusers' infer_diffusers_model_type where it can tell (inpainting by
   /// the 9-channel conv_in, SD2 by the 1024-wide cross attention) and the text encoders' key prefixes where it

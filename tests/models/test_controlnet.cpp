@@ -3,12 +3,28 @@
 #include <catch2/catch.hpp>
 
 #include <torch/torch.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <map>
+
+#include <nlohmann/json.hpp>
 
 #include "engine/error.h"
+#include "engine/registry.h"
+#include "engine/safetensors.h"
 #include "models/controlnets/controlnet_model.h"
+#include "models/loading/component_source.h"
+#include "models/loading/config_reader.h"
+#include "models/loading/ldm_names.h"
+#include "models/loading/state_dict.h"
+#include "models/register.h"
 #include "models/unet/unet_2d_condition.h"
 
 using namespace tessera;
+using Catch::Matchers::Contains;
+namespace fs = std::filesystem;
 
 namespace {
 const std::string kModels = std::string(TESSERA_SOURCE_DIR) + "/tests/fixtures/parity/models";
@@ -63,4 +79,114 @@ TEST_CASE("UNet residual inputs: zeros change nothing, residuals change the pred
                                                               Catch::Contains("6 skip connections"));
   CHECK_THROWS_WITH(cn->forward(sample, t, ehs, at::rand({2, 1, 16, 16})),
                     Catch::Contains("controlnet_cond must be [B, 3, H, W]"));
+}
+
+namespace {
+/// tiny-sd-controlnet's weights under the original ControlNet (cldm.py) names, `prefix` before each: the UNet's
+/// encoder half as the LDM UNet names it (unet_name_table, whose UNet side the single-file goldens check against
+/// diffusers), and the ControlNet's own layers written out here from the original layout: the hint block's convs
+/// at every other index of input_hint_block (SiLUs between), one zero conv per skip, the mid block's.
+std::map<std::string, at::Tensor> tiny_controlnet_in_ldm_layout(const std::string& prefix) {
+  nlohmann::json config = nlohmann::json::parse(std::ifstream(kModels + "/tiny-sd-controlnet/config.json"));
+  config["up_block_types"] = {"UpBlock2D", "UpBlock2D"};  // a ControlNet has none; the UNet config wants them
+  const NameTable unet = unet_name_table(UNet2DConditionModelConfig::from_json(config, "tiny-sd-controlnet"));
+  const std::map<std::string, std::string> own = {
+      {"controlnet_cond_embedding.conv_in", "input_hint_block.0"},
+      {"controlnet_cond_embedding.blocks.0", "input_hint_block.2"},
+      {"controlnet_cond_embedding.blocks.1", "input_hint_block.4"},
+      {"controlnet_cond_embedding.conv_out", "input_hint_block.6"},
+      {"controlnet_down_blocks.0", "zero_convs.0.0"}, {"controlnet_down_blocks.1", "zero_convs.1.0"},
+      {"controlnet_down_blocks.2", "zero_convs.2.0"}, {"controlnet_down_blocks.3", "zero_convs.3.0"},
+      {"controlnet_down_blocks.4", "zero_convs.4.0"}, {"controlnet_down_blocks.5", "zero_convs.5.0"},
+      {"controlnet_mid_block", "middle_block_out.0"}};
+  std::map<std::string, at::Tensor> out;
+  for (const auto& [key, t] :
+       read_safetensors_files({kModels + "/tiny-sd-controlnet/diffusion_pytorch_model.safetensors"})) {
+    const size_t dot = key.rfind('.');  // module + ".weight" / ".bias"
+    const std::string module = key.substr(0, dot), param = key.substr(dot);
+    std::string ldm;
+    if (own.count(module)) ldm = own.at(module) + param;
+    else if (auto mapped = unet.to_ldm(key)) ldm = *mapped;
+    REQUIRE_FALSE(ldm.empty());
+    out[prefix + ldm] = t.clone();
+  }
+  return out;
+}
+
+std::shared_ptr<ControlNetModelImpl> create_controlnet(const std::string& from, const std::string& config_from) {
+  static Registry registry = [] {
+    Registry r;
+    register_builtin_models(r);
+    return r;
+  }();
+  ComponentSpec spec;
+  spec.name = "controlnet";
+  spec.type = "ControlNetModel";
+  spec.from = from;
+  spec.config_from = config_from;
+  return std::dynamic_pointer_cast<ControlNetModelImpl>(registry.find_component_type(spec.type)->create(spec));
+}
+}  // namespace
+
+TEST_CASE("ControlNet files in the original layout (control_*.safetensors) load as the diffusers folder does",
+          "[controlnet][single_file]") {
+  c10::InferenceMode guard;
+  const auto folder = ControlNetModelImpl::from_pretrained(kModels + "/tiny-sd-controlnet");
+  const auto expected = folder->named_parameters();
+  const fs::path dir = fs::temp_directory_path() / ("tessera-cn-ldm-" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  // The extracted files have no prefix; a training checkpoint has control_model.* (beside the SD model's keys).
+  for (const std::string prefix : {"", "control_model."}) {
+    INFO("prefix '" << prefix << "'");
+    auto tensors = tiny_controlnet_in_ldm_layout(prefix);
+    if (!prefix.empty()) tensors["model.diffusion_model.out.2.bias"] = at::zeros({4});  // ignored: not the ControlNet's
+    const std::string file = (dir / "control_tiny.safetensors").string();
+    save_safetensors(file, tensors);
+    const auto cn = create_controlnet(file, kModels + "/tiny-sd-controlnet");
+    REQUIRE(cn);
+    const auto got = cn->named_parameters();
+    REQUIRE(got.size() == expected.size());
+    for (const auto& p : expected) {
+      INFO(p.key());
+      CHECK(at::equal(got[p.key()], p.value()));
+    }
+    // Without a config folder the family comes from the weights; the tiny width is none of the shipped ones.
+    CHECK_THROWS_WITH(create_controlnet(file, ""), Contains("cross-attention width 32") &&
+                                                       Contains("--set controlnet_config="));
+  }
+  // A key the table does not know is named (a file of another layout, not silently dropped).
+  auto tensors = tiny_controlnet_in_ldm_layout("");
+  tensors["input_hint_block.16.weight"] = at::zeros({1});
+  save_safetensors((dir / "extra.safetensors").string(), tensors);
+  CHECK_THROWS_WITH(create_controlnet((dir / "extra.safetensors").string(), kModels + "/tiny-sd-controlnet"),
+                    Contains("input_hint_block.16.weight"));
+  fs::remove_all(dir);
+}
+
+TEST_CASE("an original-layout SD 1.5 ControlNet takes the shipped sd1 UNet config, its widths read from the file",
+          "[controlnet][single_file]") {
+  c10::InferenceMode guard;
+  // Only the tensors the config is read from, with control_v11p_sd15's shapes.
+  std::map<std::string, at::Tensor> t;
+  t["input_hint_block.0.weight"] = at::zeros({16, 3, 3, 3});
+  const std::vector<std::pair<int, int64_t>> convs = {{2, 16}, {4, 32}, {6, 32}, {8, 96}, {10, 96}, {12, 256}, {14, 320}};
+  for (const auto& [i, width] : convs) t["input_hint_block." + std::to_string(i) + ".weight"] = at::zeros({width, 1, 1, 1});
+  t["input_blocks.0.0.weight"] = at::zeros({320, 4, 3, 3});
+  t["input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight"] = at::zeros({320, 768});
+  const fs::path file = fs::temp_directory_path() / ("tessera-cn-sd15-" + std::to_string(::getpid()) + ".safetensors");
+  save_safetensors(file.string(), t);
+  ComponentSpec spec;
+  spec.name = "controlnet";
+  spec.type = "ControlNetModel";
+  spec.from = file.string();
+  ModelConfig config = pretrained_component_config(spec);
+  CHECK_FALSE(config.json().contains("up_block_types"));  // the UNet's up half is not the ControlNet's
+  CHECK(config.json().at("cross_attention_dim") == 768);  // from the shipped sd1 UNet config
+  const ControlNetModelConfig cn = ControlNetModelConfig::from_config(config);
+  CHECK(cn.conditioning_embedding_out_channels == std::vector<int64_t>{16, 32, 96, 256});
+  CHECK(cn.conditioning_channels == 3);
+  CHECK(cn.unet.in_channels == 4);
+  CHECK(cn.unet.cross_attention_dim == std::vector<int64_t>(4, 768));
+  CHECK(cn.unet.block_out_channels == std::vector<int64_t>{320, 640, 1280, 1280});
+  fs::remove(file);
 }

@@ -78,9 +78,10 @@ TEST_CASE("run with an IP-Adapter: the reference image steers the picture, scale
   REQUIRE(cn_only.code == 0);
   CHECK(max_diff(dir / "e.safetensors", dir / "f.safetensors") > 1e-3f);
 
+  // The issue's SDXL command: the adapter as FOLDER:PATH (diffusers' repository + weight_name), scale 0.6.
   auto sdxl = cli("-q run " + src("recipes/sdxl/auto.yaml") + " --set model=" + models("tiny-sdxl") + kSteps +
-                  " --set ip_adapter_image=" + ref + " --set ip_adapter=" +
-                  models("tiny-ip-adapter/ip-adapter_sdxl.safetensors") + " --out " + (dir / "sdxl.png"));
+                  " --set ip_adapter_image=" + ref + " --set ip_adapter=" + models("tiny-ip-adapter") +
+                  ":ip-adapter_sdxl.safetensors --set ip_adapter_scale=0.6 --out " + (dir / "sdxl.png"));
   INFO(sdxl.output);
   CHECK(sdxl.code == 0);
   CHECK(fs::exists(dir / "sdxl.png"));
@@ -122,6 +123,9 @@ TEST_CASE("bad IP-Adapter inputs: clear errors, distinct exit codes, no output f
       // an SDXL adapter on an SD model: both named
       {sd + image + " --set ip_adapter=" + models("tiny-ip-adapter/ip-adapter_sdxl.safetensors"), 5,
        {"ip-adapter_sdxl.safetensors", "width 64", "tiny-sd'", "width 32"}},
+      // FOLDER:PATH naming no file
+      {sd + image + " --set ip_adapter=" + models("tiny-ip-adapter") + ":ip-adapter_sd14.safetensors", 7,
+       {"ip-adapter_sd14.safetensors", "does not exist"}},
       // no image encoder beside the file
       {sd + image + " --set ip_adapter=" + (dir / "lonely/ip-adapter_sd.safetensors"), 7,
        {"image_encoder", "does not exist", "--set ip_adapter_image_encoder="}},
