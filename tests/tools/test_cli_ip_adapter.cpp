@@ -69,6 +69,14 @@ TEST_CASE("run with an IP-Adapter: the reference image steers the picture, scale
   CHECK(max_diff(dir / "d.safetensors", dir / "c.safetensors") > 1e-3f);
   CHECK(max_diff(dir / "d.safetensors", dir / "a.safetensors") > 1e-3f);
 
+  // image2image with the reference (the workflow ip_adapter_image2image), two images per prompt: the tokens are
+  // repeated to every row.
+  auto img2img = cli("-q run " + sd + ip + " --set image=" + ref + " --set num_images_per_prompt=2 --out " +
+                     (dir / "g.safetensors"));
+  INFO(img2img.output);
+  REQUIRE(img2img.code == 0);
+  CHECK(images(dir / "g.safetensors").size(0) == 2);
+
   // With a ControlNet: both apply (the result differs from the ControlNet alone).
   const std::string cn = " --set control_image=" + ref + " --set controlnet=" + models("tiny-sd-controlnet");
   auto both = cli("-q run " + sd + ip + cn + " --set ip_adapter_scale=0.6 --out " + (dir / "e.safetensors"));
