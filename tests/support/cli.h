@@ -12,6 +12,7 @@
 #include <fstream>
 #include <iterator>
 #include <string>
+#include <vector>
 
 namespace tessera::test {
 
@@ -56,5 +57,24 @@ struct TempDir {
   TempDir& operator=(const TempDir&) = delete;
   std::string operator/(const std::string& name) const { return (path / name).string(); }
 };
+
+/// A `tessera run` that must fail: its arguments, its exit code and parts of its message.
+struct FailingRun {
+  std::string args;
+  int code;
+  std::vector<std::string> message;
+};
+
+/// Runs `tessera run ARGS --out OUT` for each and checks the exit code, every message part, and that `out` was
+/// not written (no half-written output).
+inline void check_failing_runs(const std::vector<FailingRun>& runs, const std::string& out) {
+  for (const auto& run : runs) {
+    auto r = cli("run " + run.args + " --out " + out);
+    INFO(run.args << "\n" << r.output);
+    CHECK(r.code == run.code);
+    for (const auto& m : run.message) CHECK_THAT(r.output, Catch::Matchers::Contains(m));
+    CHECK_FALSE(std::filesystem::exists(out));
+  }
+}
 
 }  // namespace tessera::test

@@ -84,33 +84,20 @@ TEST_CASE("bad single files and LoRAs: clear errors, distinct exit codes, no out
     std::ofstream(dir / "not-safetensors.safetensors", std::ios::binary) << "this is not a model";
     std::ofstream(dir / "old.ckpt", std::ios::binary) << "\x80\x02}q\x00.";
   }
-  const std::string out = " --out " + (dir / "x.png");
-  struct Case {
-    std::string args;
-    int code;
-    std::vector<std::string> message;
-  };
-  const std::string sd = src("recipes/sd/auto.yaml");
-  const std::vector<Case> cases = {
-      {"--set model=" + (dir / "truncated.safetensors"), 7, {"truncated.safetensors"}},
-      {"--set model=" + (dir / "not-safetensors.safetensors"), 7, {"not-safetensors.safetensors"}},
-      {"--set model=" + (dir / "old.ckpt"), 7, {"old.ckpt", "pickle", "safetensors"}},
-      {"--set model=" + models("lora/tiny-sd_peft.safetensors"), 7, {"a LoRA", "--lora"}},
-      {"--set model=" + models("single_file/tiny-sdxl-base.safetensors") + " --set config=" + models("tiny-sdxl"), 7,
+  const std::string sd = src("recipes/sd/auto.yaml") + kSteps + " ";
+  check_failing_runs({
+      {sd + "--set model=" + (dir / "truncated.safetensors"), 7, {"truncated.safetensors"}},
+      {sd + "--set model=" + (dir / "not-safetensors.safetensors"), 7, {"not-safetensors.safetensors"}},
+      {sd + "--set model=" + (dir / "old.ckpt"), 7, {"old.ckpt", "pickle", "safetensors"}},
+      {sd + "--set model=" + models("lora/tiny-sd_peft.safetensors"), 7, {"a LoRA", "--lora"}},
+      {sd + "--set model=" + models("single_file/tiny-sdxl-base.safetensors") + " --set config=" + models("tiny-sdxl"), 7,
        {"sdxl", "family"}},
-      {"--set model=" + models("single_file/tiny-sd-v1.safetensors") + " --set model_type=sd3", 5,
+      {sd + "--set model=" + models("single_file/tiny-sd-v1.safetensors") + " --set model_type=sd3", 5,
        {"model_type 'sd3'", "sd2-v"}},
-      {"--lora " + models("lora/tiny-sdxl_kohya_locon_fp16.safetensors"), 7, {"tiny-sdxl_kohya_locon_fp16"}},
-      {"--lora " + models("lora/tiny-sd_peft.safetensors") + ":strong", 2, {"'strong' is not a number"}},
-      {"--lora " + models("lora/tiny-sd_peft.safetensors") + " --lora " + models("lora/tiny-sd_peft.safetensors") + ":0.5",
+      {sd + "--lora " + models("lora/tiny-sdxl_kohya_locon_fp16.safetensors"), 7, {"tiny-sdxl_kohya_locon_fp16"}},
+      {sd + "--lora " + models("lora/tiny-sd_peft.safetensors") + ":strong", 2, {"'strong' is not a number"}},
+      {sd + "--lora " + models("lora/tiny-sd_peft.safetensors") + " --lora " + models("lora/tiny-sd_peft.safetensors") + ":0.5",
        2, {"twice"}},
-      {"--lora " + (dir / "missing.safetensors"), 7, {"missing.safetensors"}},
-  };
-  for (const auto& c : cases) {
-    auto r = cli("run " + sd + kSteps + " " + c.args + out);
-    INFO(c.args << "\n" << r.output);
-    CHECK(r.code == c.code);
-    for (const auto& m : c.message) CHECK_THAT(r.output, Contains(m));
-    CHECK_FALSE(fs::exists(dir / "x.png"));
-  }
+      {sd + "--lora " + (dir / "missing.safetensors"), 7, {"missing.safetensors"}},
+  }, dir / "x.png");
 }

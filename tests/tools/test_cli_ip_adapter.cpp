@@ -114,18 +114,12 @@ TEST_CASE("plan shows the IP-Adapter branch only when a reference image is given
 TEST_CASE("bad IP-Adapter inputs: clear errors, distinct exit codes, no output file", "[cli][ip_adapter]") {
   TempDir dir("tessera-cli-ip");
   const std::string ref = write_reference(dir);
-  const std::string out = " --out " + (dir / "x.png");
   // An adapter file without an image_encoder/ beside it.
   fs::create_directories(dir / "lonely");
   fs::copy_file(models("tiny-ip-adapter/ip-adapter_sd.safetensors"), dir / "lonely/ip-adapter_sd.safetensors");
-  struct Case {
-    std::string args;
-    int code;
-    std::vector<std::string> message;
-  };
   const std::string sd = src("recipes/sd/auto.yaml") + " --set model=" + models("tiny-sd") + kSteps;
   const std::string image = " --set ip_adapter_image=" + ref;
-  const std::vector<Case> cases = {
+  check_failing_runs({
       // a reference image and no adapter
       {sd + image, 5, {"ip_adapter", "--set ip_adapter="}},
       // an SDXL adapter on an SD model: both named
@@ -144,12 +138,5 @@ TEST_CASE("bad IP-Adapter inputs: clear errors, distinct exit codes, no output f
       {sd + image + " --set ip_adapter=" + models("tiny-ip-adapter/ip-adapter_sd.safetensors") +
            " --set ip_adapter_image_encoder=" + (dir / "nowhere"),
        7, {"nowhere"}},
-  };
-  for (const auto& c : cases) {
-    auto r = cli("run " + c.args + out);
-    INFO(c.args << "\n" << r.output);
-    CHECK(r.code == c.code);
-    for (const auto& m : c.message) CHECK_THAT(r.output, Contains(m));
-    CHECK_FALSE(fs::exists(dir / "x.png"));
-  }
+  }, dir / "x.png");
 }

@@ -3,7 +3,11 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <chrono>
 #include <fstream>
+#include <functional>
+#include <vector>
 
 namespace tessera::bench {
 
@@ -20,6 +24,22 @@ inline double current_rss_mb() {
   long long size = 0, resident = 0;
   if (!(f >> size >> resident)) return 0.0;
   return static_cast<double>(resident) * static_cast<double>(sysconf(_SC_PAGESIZE)) / (1024.0 * 1024.0);
+}
+
+/// Wall time of one call of `fn`, in ms.
+inline double time_ms(const std::function<void()>& fn) {
+  const auto start = std::chrono::steady_clock::now();
+  fn();
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+}
+
+/// The median wall time of `runs` calls of `fn` after one warm-up call, in ms.
+inline double median_ms(int runs, const std::function<void()>& fn) {
+  fn();  // warm-up
+  std::vector<double> ms;
+  for (int r = 0; r < runs; ++r) ms.push_back(time_ms(fn));
+  std::sort(ms.begin(), ms.end());
+  return ms[ms.size() / 2];
 }
 
 }  // namespace tessera::bench

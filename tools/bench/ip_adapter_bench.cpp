@@ -29,19 +29,6 @@
 using namespace tessera;
 using namespace tessera::bench;
 
-namespace {
-double median_ms(int runs, const std::function<void()>& fn) {
-  fn();  // warm-up
-  std::vector<double> ms;
-  for (int r = 0; r < runs; ++r) {
-    auto s = std::chrono::steady_clock::now();
-    fn();
-    ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - s).count());
-  }
-  std::sort(ms.begin(), ms.end());
-  return ms[ms.size() / 2];
-}
-}  // namespace
 
 int main(int argc, char** argv) {
   int64_t size = 64;
@@ -96,11 +83,6 @@ int main(int argc, char** argv) {
   UNet2DConditionInputs in;
   in.ip_hidden_states = {tokens};
   std::vector<double> plain_ms, ip_ms;
-  auto time_ms = [](const std::function<void()>& fn) {
-    auto s = std::chrono::steady_clock::now();
-    fn();
-    return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - s).count();
-  };
   unet->forward(sample, t, ehs, in);  // warm-up
   for (int r = 0; r < runs; ++r) {
     plain_ms.push_back(time_ms([&] { unet->forward(sample, t, ehs); }));
