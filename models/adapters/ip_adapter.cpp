@@ -338,17 +338,21 @@ std::shared_ptr<IPAdapterImpl> IPAdapterImpl::load(const std::string& file, cons
                                                    at::ScalarType dtype) {
   namespace fs = std::filesystem;
   auto adapter = from_file(file, dtype);
+  // "" = image_encoder/ beside the file; a relative path that does not exist from here is taken from the file's
+  // folder (diffusers' image_encoder_folder is relative to the repository).
   fs::path dir = image_encoder_dir.empty() ? fs::path("image_encoder") : fs::path(image_encoder_dir);
-  if (dir.is_relative()) dir = fs::path(file).parent_path() / dir;
+  if (dir.is_relative() && (image_encoder_dir.empty() || !fs::exists(dir))) dir = fs::path(file).parent_path() / dir;
   const std::string hint =
-      "give the image encoder folder (a CLIPVisionModelWithProjection: config.json, model.safetensors) with --set "
-      "ip_adapter_image_encoder=FOLDER";
-  if (!fs::is_directory(dir) || !fs::exists(dir / "config.json"))
+      "give the image encoder with --set ip_adapter_image_encoder=PATH: a CLIPVisionModelWithProjection folder "
+      "(config.json, model.safetensors) or one .safetensors file (ComfyUI's models/clip_vision)";
+  const bool single_file = fs::is_regular_file(dir);
+  if (!single_file && (!fs::is_directory(dir) || !fs::exists(dir / "config.json")))
     throw ModelLoadError("IP-Adapter file '" + file + "' needs its image encoder, and '" + dir.string() +
                              (fs::is_directory(dir) ? "' has no config.json" : "' does not exist"),
                          SourceLoc{file}, {}, hint);
   adapter->image_encoder_dir = dir.string();
-  adapter->image_encoder = CLIPVisionModelWithProjectionImpl::from_pretrained(dir.string(), {}, dtype);
+  adapter->image_encoder = single_file ? CLIPVisionModelWithProjectionImpl::from_file(dir.string(), dtype)
+                                       : CLIPVisionModelWithProjectionImpl::from_pretrained(dir.string(), {}, dtype);
   adapter->register_module("image_encoder", adapter->image_encoder);
   const CLIPVisionConfig& vc = adapter->image_encoder->vision_model->config;
   const bool plus = adapter->uses_penultimate_hidden_states();
@@ -366,7 +370,7 @@ std::shared_ptr<IPAdapterImpl> IPAdapterImpl::load(const std::string& file, cons
                              " layer",
                          SourceLoc{file}, {}, hint);
   // diffusers uses the pipeline's feature_extractor, or builds CLIPImageProcessor(size=crop=image_size).
-  adapter->feature_extractor = fs::exists(dir / "preprocessor_config.json")
+  adapter->feature_extractor = !single_file && fs::exists(dir / "preprocessor_config.json")
                                    ? CLIPImageProcessor::from_pretrained(dir.string())
                                    : CLIPImageProcessor().with_size(vc.image_size());
   adapter->eval();

@@ -162,9 +162,10 @@ class IPAdapterImpl : public torch::nn::Module, public Component {
  public:
   /// read_ip_adapter_state_dict, builds the projection and loads it strictly; tensors in `dtype`. Evaluation mode.
   static std::shared_ptr<IPAdapterImpl> from_file(const std::string& file, at::ScalarType dtype = at::kFloat);
-  /// from_file plus the image encoder (CLIPVisionModelWithProjection) from `image_encoder_dir` ("" = the folder
-  /// `image_encoder` beside the file, as diffusers' image_encoder_folder="image_encoder"; a relative path is taken
-  /// from the file's folder). The feature extractor is the folder's preprocessor_config.json when it has one,
+  /// from_file plus the image encoder (CLIPVisionModelWithProjection) from `image_encoder_dir`: a folder, or one
+  /// .safetensors file (CLIPVisionModelWithProjectionImpl::from_file, ComfyUI's clip_vision files); "" = the
+  /// folder `image_encoder` beside the file, as diffusers' image_encoder_folder="image_encoder"; a relative path
+  /// that does not exist from the working directory is taken from the file's folder. The feature extractor is the folder's preprocessor_config.json when it has one,
   /// else CLIPImageProcessor(size=crop=image_size of the encoder), as diffusers builds it. ModelLoadError naming
   /// the file and the folder when the folder is missing or its encoder's output width is not the projection's
   /// input width (a base adapter takes image_embeds [projection_dim], a Plus one hidden_states [hidden_size]).

@@ -2,6 +2,8 @@
 
 #include <torch/torch.h>
 
+#include <cmath>
+
 #include "engine/error.h"
 #include "engine/registry.h"
 #include "models/common/precision.h"
@@ -137,6 +139,74 @@ CLIPVisionModelOutput CLIPVisionModelWithProjectionImpl::forward(const at::Tenso
 size_t CLIPVisionModelWithProjectionImpl::nbytes() const { return module_nbytes(*this); }
 
 // ---- loading ----
+
+CLIPVisionConfig clip_vision_config_from_weights(const std::map<std::string, at::Tensor>& t, const std::string& file) {
+  auto need = [&](const std::string& key) -> const at::Tensor& {
+    auto it = t.find(key);
+    if (it == t.end())
+      throw ModelLoadError("'" + file + "' is not a CLIP vision encoder in transformers' names: it has no '" + key +
+                               "'",
+                           SourceLoc{file}, {}, "give a CLIPVisionModelWithProjection folder (config.json, model.safetensors)");
+    return it->second;
+  };
+  const std::string e = "vision_model.embeddings.";
+  const at::Tensor& patch = need(e + "patch_embedding.weight");  // [H, C, p, p]
+  const at::Tensor& positions = need(e + "position_embedding.weight");  // [(S / p)^2 + 1, H]
+  const at::Tensor& fc1 = need("vision_model.encoder.layers.0.mlp.fc1.weight");  // [I, H]
+  const at::Tensor& projection = need("visual_projection.weight");  // [P, H]
+  const int64_t hidden = need(e + "class_embedding").size(0);
+  int64_t layers = 0;
+  while (t.count("vision_model.encoder.layers." + std::to_string(layers) + ".mlp.fc1.weight")) ++layers;
+  const int64_t grid = static_cast<int64_t>(std::llround(std::sqrt(static_cast<double>(positions.size(0) - 1))));
+  if (grid * grid + 1 != positions.size(0))
+    throw ModelLoadError("'" + file + "': the position embedding has " + std::to_string(positions.size(0)) +
+                             " rows, not a square grid of patches + the class token",
+                         SourceLoc{file});
+  struct Known {
+    int64_t width, heads;
+    const char* act;
+    const char* name;
+  };
+  static const Known kKnown[] = {{1024, 16, "quick_gelu", "OpenAI CLIP ViT-L/14"},
+                                 {1280, 16, "gelu", "OpenCLIP ViT-H/14"},
+                                 {1664, 16, "gelu", "OpenCLIP ViT-bigG/14"}};
+  const Known* known = nullptr;
+  for (const Known& k : kKnown)
+    if (k.width == hidden) known = &k;
+  if (!known)
+    throw ModelLoadError("'" + file + "' is a CLIP vision encoder of width " + std::to_string(hidden) +
+                             ", whose heads and activation are not in its weights (known widths: 1024 ViT-L/14, "
+                             "1280 ViT-H/14, 1664 ViT-bigG/14)",
+                         SourceLoc{file}, {}, "give its folder with a config.json instead");
+  CLIPVisionConfig c;
+  c.hidden_size(hidden)
+      .intermediate_size(fc1.size(0))
+      .projection_dim(projection.size(0))
+      .num_hidden_layers(layers)
+      .num_attention_heads(known->heads)
+      .num_channels(patch.size(1))
+      .patch_size(patch.size(2))
+      .image_size(grid * patch.size(2))
+      .hidden_act(known->act);
+  return c;
+}
+
+std::shared_ptr<CLIPVisionModelWithProjectionImpl> CLIPVisionModelWithProjectionImpl::from_file(
+    const std::string& file, at::ScalarType dtype) {
+  const auto tensors = read_safetensors_files({file});
+  const CLIPVisionConfig config = clip_vision_config_from_weights(tensors, file);
+  std::shared_ptr<CLIPVisionModelWithProjectionImpl> model;
+  {
+    SkipRandomInit skip;  // every parameter is loaded below
+    model = std::make_shared<CLIPVisionModelWithProjectionImpl>(config);
+  }
+  LoadStateDictOptions load;
+  load.dtype = dtype;
+  load.ignore = {"position_ids"};
+  load_state_dict(*model, std::vector<std::string>{file}, load);
+  model->eval();
+  return model;
+}
 
 namespace {
 

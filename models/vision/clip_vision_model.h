@@ -17,6 +17,7 @@
 #include <torch/nn/pimpl.h>
 
 #include <memory>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -102,6 +103,11 @@ class CLIPVisionModelWithProjectionImpl : public torch::nn::Module, public Compo
                                                                             const std::string& subfolder = {},
                                                                             at::ScalarType dtype = at::kFloat);
 
+  /// One .safetensors file in transformers' key names without a config.json (ComfyUI's models/clip_vision/*):
+  /// the config from clip_vision_config_from_weights, loaded strictly. Evaluation mode.
+  static std::shared_ptr<CLIPVisionModelWithProjectionImpl> from_file(const std::string& file,
+                                                                      at::ScalarType dtype = at::kFloat);
+
   /// Computes in the parameters' dtype; every output is float32. hidden_states is filled only when
   /// output_hidden_states (the default, since IP-Adapter Plus needs the penultimate one).
   CLIPVisionModelOutput forward(const at::Tensor& pixel_values, bool output_hidden_states = true);
@@ -114,6 +120,15 @@ class CLIPVisionModelWithProjectionImpl : public torch::nn::Module, public Compo
   torch::nn::Linear visual_projection{nullptr};
 };
 TORCH_MODULE(CLIPVisionModelWithProjection);
+
+/// The config of a CLIP vision encoder from its weights (transformers' names, `vision_model.` prefix): hidden size
+/// (class_embedding), layers (encoder.layers.N), patch size and channels (patch_embedding), image size (the
+/// position embedding's rows = (image / patch)^2 + 1), MLP width (fc1), projection (visual_projection). Heads and
+/// activation are not in the weights: they come from the published encoder of that width (1024: OpenAI ViT-L/14,
+/// 16 heads, quick_gelu; 1280: OpenCLIP ViT-H/14, 16 heads, gelu; 1664: OpenCLIP ViT-bigG/14, 16 heads, gelu).
+/// ModelLoadError naming `file` for a missing key or another width (then give a folder with its config.json).
+CLIPVisionConfig clip_vision_config_from_weights(const std::map<std::string, at::Tensor>& tensors,
+                                                 const std::string& file);
 
 /// Registers the "CLIPVisionModelWithProjection" component type (Model category): with `from`, loaded from
 /// from/subfolder (config.json + model.safetensors); without, built from `config` (random weights, for tests).

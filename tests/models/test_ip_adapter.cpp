@@ -371,3 +371,41 @@ TEST_CASE("IP-Adapter install errors name the layer and the file; nothing is ins
   }
   for (const UNetIPAdapterLayer& l : unet_ip_adapter_layers(*unet)) CHECK(l.attn->processor()->name() == "AttnProcessor2_0");
 }
+
+TEST_CASE("a CLIP vision encoder in one .safetensors file (ComfyUI's clip_vision): the config from its weights",
+          "[model][ip_adapter]") {
+  // ViT-H/14's shapes (the encoder of ip-adapter_sd15); uninitialised tensors: only their shapes are read.
+  std::map<std::string, at::Tensor> t;
+  const std::string e = "vision_model.embeddings.";
+  t[e + "class_embedding"] = at::empty({1280});
+  t[e + "patch_embedding.weight"] = at::empty({1280, 3, 14, 14});
+  t[e + "position_embedding.weight"] = at::empty({257, 1280});  // (224 / 14)^2 + 1
+  t["vision_model.encoder.layers.0.mlp.fc1.weight"] = at::empty({5120, 1280});
+  for (int i = 1; i < 32; ++i) t["vision_model.encoder.layers." + std::to_string(i) + ".mlp.fc1.weight"] = at::empty({1});
+  t["visual_projection.weight"] = at::empty({1024, 1280});
+  const CLIPVisionConfig c = clip_vision_config_from_weights(t, "CLIP-ViT-H-14.safetensors");
+  CHECK(c.hidden_size() == 1280);
+  CHECK(c.num_hidden_layers() == 32);
+  CHECK(c.num_attention_heads() == 16);
+  CHECK(c.patch_size() == 14);
+  CHECK(c.image_size() == 224);
+  CHECK(c.intermediate_size() == 5120);
+  CHECK(c.projection_dim() == 1024);
+  CHECK(c.hidden_act() == "gelu");
+  // ViT-L/14 (OpenAI): quick_gelu.
+  t[e + "class_embedding"] = at::empty({1024});
+  CHECK(clip_vision_config_from_weights(t, "vit-l.safetensors").hidden_act() == "quick_gelu");
+  t.erase("visual_projection.weight");
+  CHECK_THROWS_WITH(clip_vision_config_from_weights(t, "vit-l.safetensors"),
+                    Contains("vit-l.safetensors") && Contains("visual_projection.weight"));
+
+  // The tiny encoder's width (32) is no published one: its heads cannot be known, so its file alone is refused,
+  // also when an IP-Adapter names it as its encoder (the file is routed to the single-file loader).
+  const std::string tiny = kIP + "/image_encoder/model.safetensors";
+  CHECK_THROWS_WITH(CLIPVisionModelWithProjectionImpl::from_file(tiny), Contains("width 32") && Contains("config.json"));
+  CHECK_THROWS_WITH(IPAdapterImpl::load(kIP + "/ip-adapter_sd.safetensors", tiny), Contains("width 32"));
+  // The folder loads, found beside the file by default.
+  auto ip = IPAdapterImpl::load(kIP + "/ip-adapter_sd.safetensors", "");
+  REQUIRE(ip->image_encoder);
+  CHECK(ip->feature_extractor.crop_height == 32);  // CLIPImageProcessor(size=crop=image_size)
+}
