@@ -371,8 +371,8 @@ std::vector<ComponentSpec> Pipeline::resolved_components(const ValueMap& inputs)
     spec.config_from = substitute(spec.config_from, config_from_recipe);
     if (!spec.config_from.empty() && config_from_recipe && fs::path(spec.config_from).is_relative())
       spec.config_from = (fs::path(rc.origin_dir) / spec.config_from).lexically_normal().string();
-    // Single-file hints mean nothing for a diffusers folder: clear them to keep load ids shared. (A component
-    // whose `from` is a file of its own, as an IPAdapter's, keeps config_from: its type says what it means.)
+    // Single-file hints mean nothing for a diffusers folder: clear them to keep load ids shared. A `from` that
+    // is no folder (a file the model source does not know) keeps them for its component type to read.
     if (spec.from.empty() || (!registry_.model_source(spec) && fs::is_directory(spec.from))) {
       spec.model_type.clear();
       spec.config_from.clear();
