@@ -11,6 +11,7 @@
 #include "models/loading/skip_init.h"
 #include "models/loading/state_dict.h"
 #include "models/unet/unet_2d_blocks.h"
+#include "models/unet/unet_stages.h"
 
 namespace tessera {
 
@@ -66,23 +67,13 @@ ControlNetModelImpl::ControlNetModelImpl(ControlNetModelConfig config_) : config
   const int64_t n = static_cast<int64_t>(c.block_out_channels.size());
   using torch::nn::Conv2d;
   using torch::nn::Conv2dOptions;
-  conv_in = register_module("conv_in", Conv2d(Conv2dOptions(c.in_channels, c.block_out_channels[0], c.conv_in_kernel)
-                                                  .padding((c.conv_in_kernel - 1) / 2)));
-  const int64_t time_embed_dim = c.time_embedding_dim.value_or(c.block_out_channels[0] * 4);
-  const int64_t timestep_input_dim = c.block_out_channels[0];
-  time_proj = register_module("time_proj", Timesteps(TimestepsOptions(timestep_input_dim)
-                                                         .flip_sin_to_cos(c.flip_sin_to_cos)
-                                                         .downscale_freq_shift(c.freq_shift)));
-  time_embedding = register_module("time_embedding", TimestepEmbedding(TimestepEmbeddingOptions(timestep_input_dim, time_embed_dim)
-                                                                           .act_fn(c.act_fn)
-                                                                           .post_act_fn(c.timestep_post_act)
-                                                                           .cond_proj_dim(c.time_cond_proj_dim)));
+  // The UNet's encoder half, built as the UNet builds it (models/unet/unet_stages.h).
+  conv_in = register_module("conv_in", unet_stages::conv_in(c));
+  time_proj = register_module("time_proj", unet_stages::time_proj(c));
+  time_embedding = register_module("time_embedding", unet_stages::time_embedding(c));
   if (c.addition_embed_type) {  // "text_time" (SDXL ControlNets)
-    add_time_proj = register_module("add_time_proj", Timesteps(TimestepsOptions(*c.addition_time_embed_dim)
-                                                                   .flip_sin_to_cos(c.flip_sin_to_cos)
-                                                                   .downscale_freq_shift(c.freq_shift)));
-    add_embedding = register_module(
-        "add_embedding", TimestepEmbedding(TimestepEmbeddingOptions(*c.projection_class_embeddings_input_dim, time_embed_dim)));
+    add_time_proj = register_module("add_time_proj", unet_stages::add_time_proj(c));
+    add_embedding = register_module("add_embedding", unet_stages::add_embedding(c));
   }
   controlnet_cond_embedding = register_module(
       "controlnet_cond_embedding",
@@ -97,28 +88,13 @@ ControlNetModelImpl::ControlNetModelImpl(ControlNetModelConfig config_) : config
   for (int64_t i = 0; i < n; ++i) {
     const int64_t input_channel = output_channel;
     output_channel = c.block_out_channels[i];
-    const bool is_final_block = i == n - 1;
-    UNetBlockOptions o = unet_block_options(c, input_channel, output_channel, time_embed_dim)
-                             .num_layers(c.layers_per_block[i])
-                             .transformer_layers_per_block(c.transformer_layers_per_block[i])
-                             .add_downsample(!is_final_block)
-                             .num_attention_heads(c.attention_head_dim[i])
-                             .cross_attention_dim(c.cross_attention_dim[i])
-                             .only_cross_attention(c.only_cross_attention[i]);
-    if (c.down_block_types[i] == "CrossAttnDownBlock2D") down_blocks->push_back(CrossAttnDownBlock2D(o));
-    else down_blocks->push_back(DownBlock2D(o));
+    down_blocks->push_back(unet_stages::down_block(c, i, input_channel, output_channel));
+    // One zero conv per skip: each layer's output and the downsampler's (every block but the last).
     for (int64_t l = 0; l < c.layers_per_block[i]; ++l) controlnet_down_blocks->push_back(zero_conv(output_channel));
-    if (!is_final_block) controlnet_down_blocks->push_back(zero_conv(output_channel));
+    if (i != n - 1) controlnet_down_blocks->push_back(zero_conv(output_channel));
   }
   if (!c.mid_block_type) throw ModelLoadError("ControlNetModel: mid_block_type null is not supported");
-  mid_block = register_module(
-      "mid_block", UNetMidBlock2DCrossAttn(unet_block_options(c, c.block_out_channels.back(), c.block_out_channels.back(),
-                                                              time_embed_dim)
-                                               .output_scale_factor(c.mid_block_scale_factor)
-                                               .transformer_layers_per_block(c.transformer_layers_per_block.back())
-                                               .num_attention_heads(c.attention_head_dim.back())
-                                               .cross_attention_dim(c.cross_attention_dim.back()))
-                       .ptr());
+  mid_block = register_module("mid_block", unet_stages::mid_block(c).ptr());
   controlnet_mid_block = register_module("controlnet_mid_block", zero_conv(c.block_out_channels.back()));
 }
 
