@@ -371,10 +371,8 @@ std::vector<ComponentSpec> Pipeline::resolved_components(const ValueMap& inputs)
     spec.config_from = substitute(spec.config_from, config_from_recipe);
     if (!spec.config_from.empty() && config_from_recipe && fs::path(spec.config_from).is_relative())
       spec.config_from = (fs::path(rc.origin_dir) / spec.config_from).lexically_normal().string();
-    // Single-file hints mean nothing for a diffusers folder: clear them to keep load ids shared. A `from` that
-    // is no folder (a file the model source does not know) keeps them for its component type to read.
-    if (spec.from.empty() || (!registry_.model_source(spec) && fs::is_directory(spec.from))) {
-      spec.model_type.clear();
+    if (spec.from.empty() || !registry_.model_source(spec)) {
+      spec.model_type.clear();  // single-file hints mean nothing for a folder: keep load ids shared
       spec.config_from.clear();
     }
     for (auto& lora : spec.loras) {
