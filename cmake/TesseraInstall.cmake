@@ -1,11 +1,13 @@
 # Install rules and the CMake package: an application does
 #   find_package(Tessera REQUIRED)
-#   target_link_libraries(app PRIVATE tessera::engine tessera::blocks)
+#   target_link_libraries(app PRIVATE tessera::tessera)   # C++: the engine and every built-in
+#   target_link_libraries(app PRIVATE tessera::c)         # C: libtessera.so (also: pkg-config tessera)
 include(CMakePackageConfigHelpers)
 
 set(TESSERA_INSTALL_CMAKEDIR ${CMAKE_INSTALL_LIBDIR}/cmake/Tessera)
 set(TESSERA_INSTALL_TARGETS tessera_engine)
-foreach(t tessera_blocks tessera_schedulers tessera_guiders tessera_models tessera_parity)
+foreach(t tessera_blocks tessera_schedulers tessera_guiders tessera_models tessera_parity tessera_builtins tessera_c
+        tessera_cxx)
   if(TARGET ${t})
     list(APPEND TESSERA_INSTALL_TARGETS ${t})
   endif()
@@ -24,6 +26,10 @@ foreach(dir engine blocks schedulers guiders models tools/parity)
             FILES_MATCHING PATTERN "*.h")
   endif()
 endforeach()
+# The public API: <tessera/builtins.h>, <tessera/tessera.h> (C).
+install(DIRECTORY ${PROJECT_SOURCE_DIR}/include/tessera/ DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/tessera
+        FILES_MATCHING PATTERN "*.h")
+install(FILES ${PROJECT_BINARY_DIR}/tessera.pc DESTINATION ${CMAKE_INSTALL_LIBDIR}/pkgconfig)
 install(FILES ${PROJECT_BINARY_DIR}/generated/engine/version.h DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/tessera/engine)
 
 install(EXPORT TesseraTargets NAMESPACE tessera:: DESTINATION ${TESSERA_INSTALL_CMAKEDIR})

@@ -2,19 +2,56 @@
 
 #include "engine/registry.h"
 
+#include <algorithm>
+#include <condition_variable>
+#include <exception>
+
 namespace tessera {
 
+struct ComponentsManager::Loading {
+  std::condition_variable done;
+  bool finished = false;
+  ComponentPtr result;
+  std::exception_ptr error;
+};
+
 ComponentPtr ComponentsManager::get_or_create(const std::string& key, const std::function<ComponentPtr()>& make) {
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    auto it = loaded_.find(key);
-    if (it != loaded_.end()) return it->second;
+  std::unique_lock<std::mutex> lock(mu_);
+  if (auto it = loaded_.find(key); it != loaded_.end()) return it->second;
+  if (auto it = loading_.find(key); it != loading_.end()) {
+    // Another thread is creating it: wait for that load instead of starting a second one.
+    std::shared_ptr<Loading> pending = it->second;
+    pending->done.wait(lock, [&] { return pending->finished; });
+    if (pending->error) std::rethrow_exception(pending->error);
+    return pending->result;
   }
-  ComponentPtr c = make();  // outside the lock: loading may be slow
+  auto pending = std::make_shared<Loading>();
+  loading_.emplace(key, pending);
+  lock.unlock();
+  ComponentPtr c;
+  try {
+    c = make();  // outside the lock: loading may be slow, and other keys may load meanwhile
+  } catch (...) {
+    lock.lock();
+    pending->error = std::current_exception();
+    pending->finished = true;
+    loading_.erase(key);
+    pending->done.notify_all();
+    throw;
+  }
+  lock.lock();
+  loaded_[key] = c;
+  ++creations_;
+  pending->result = c;
+  pending->finished = true;
+  loading_.erase(key);
+  pending->done.notify_all();
+  return c;
+}
+
+size_t ComponentsManager::creations() const {
   std::lock_guard<std::mutex> lock(mu_);
-  auto [it, inserted] = loaded_.emplace(key, c);
-  if (inserted) ++creations_;
-  return it->second;
+  return creations_;
 }
 
 void ComponentsManager::set_dtype_override(const std::string& dtype) {
@@ -83,8 +120,14 @@ std::vector<std::string> Components::names() const {
 std::string Components::key_of(const ComponentSpec& spec) const {
   if (spec.creation == Creation::FromConfig)
     // from_config components are per pipeline and per name: their config may differ.
-    return "config:" + spec.type + ":" + spec.name + ":" + std::to_string(reinterpret_cast<uintptr_t>(this)) + ":" +
-           spec.config.repr() + ":" + canonical_dtype(spec.dtype);
+    return "config:" + spec.type + ":" + spec.name + ":" + spec.config.repr() + ":" + canonical_dtype(spec.dtype) +
+           ":pipeline:" + std::to_string(reinterpret_cast<uintptr_t>(this));
+  // Schedulers and guiders keep state while a run uses them (step index, sigmas, APG momentum): each pipeline
+  // gets its own, so pipelines sharing a manager can run at the same time. Models and tokenizers are shared.
+  const ComponentTypeInfo* info = registry_.find_component_type(spec.type);
+  if (info && (info->category == ComponentCategory::Scheduler || info->category == ComponentCategory::Guider))
+    return "pretrained:" + spec.type + ":" + spec.load_id() + ":pipeline:" +
+           std::to_string(reinterpret_cast<uintptr_t>(this));
   return "pretrained:" + spec.type + ":" + spec.load_id();
 }
 
@@ -118,9 +161,18 @@ void Components::create_from_config_components() {
     if (kv.second.creation == Creation::FromConfig) get(kv.first);
 }
 
+Components::~Components() {
+  for (const auto& key : own_keys_) manager_->unload(key);
+}
+
 ComponentPtr Components::get(const std::string& name) {
   const ComponentSpec s = effective_spec(spec(name));
-  return manager_->get_or_create(key_of(s), [&] { return registry_.create_component(s); });
+  std::string key = key_of(s);
+  if (key.find(":pipeline:") != std::string::npos) {
+    std::lock_guard<std::mutex> lock(own_mu_);
+    if (std::find(own_keys_.begin(), own_keys_.end(), key) == own_keys_.end()) own_keys_.push_back(key);
+  }
+  return manager_->get_or_create(key, [&] { return registry_.create_component(s); });
 }
 
 bool Components::is_loaded(const std::string& name) const {

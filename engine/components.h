@@ -27,6 +27,12 @@ class Component {
 using ComponentPtr = std::shared_ptr<Component>;
 
 /// Owns loaded components and shares them between pipelines by load id (type + path|subfolder|variant|dtype).
+///
+/// Thread-safe: every member may be called from any thread. A component is created once even when two threads
+/// ask for it at the same time (the second waits for the first's load and gets the same object; different
+/// components load in parallel). Models and tokenizers (stateless while running) are shared by every pipeline
+/// on the manager; schedulers and guiders (they keep per-run state) are per pipeline (Components::key_of).
+/// unload() drops the manager's reference: a run that holds the component keeps it until it lets go.
 class ComponentsManager {
  public:
   /// A dtype ("fp32" or "bf16", canonical_dtype names; "" = none) that replaces the `dtype` of every Model-category
@@ -38,7 +44,9 @@ class ComponentsManager {
   void set_lora_override(std::vector<LoraSpec> loras) { lora_override_ = std::move(loras); }
   const std::vector<LoraSpec>& lora_override() const { return lora_override_; }
 
-  /// Returns the component for `key`, creating it with `make` if absent.
+  /// Returns the component for `key`, creating it with `make` if absent. While one thread runs `make` for a key,
+  /// other callers for that key wait and get its result; when `make` throws, each waiting caller gets the same
+  /// exception and the next call tries again.
   ComponentPtr get_or_create(const std::string& key, const std::function<ComponentPtr()>& make);
   bool is_loaded(const std::string& key) const;
   void unload(const std::string& key);
@@ -46,10 +54,12 @@ class ComponentsManager {
   size_t total_bytes() const;
   std::vector<std::string> loaded_keys() const;
   /// How many times a component was created (loads, not cache hits); for tests and reports.
-  size_t creations() const { return creations_; }
+  size_t creations() const;
 
  private:
+  struct Loading;  ///< a component being created: callers for its key wait on it
   mutable std::mutex mu_;
+  std::map<std::string, std::shared_ptr<Loading>> loading_;
   std::string dtype_override_;
   std::vector<LoraSpec> lora_override_;
   std::map<std::string, ComponentPtr> loaded_;
@@ -60,6 +70,10 @@ class ComponentsManager {
 class Components {
  public:
   Components(const Registry& registry, std::shared_ptr<ComponentsManager> manager);
+  /// Unloads this pipeline's own components (from_config ones, schedulers, guiders) from the manager.
+  ~Components();
+  Components(const Components&) = delete;
+  Components& operator=(const Components&) = delete;
 
   /// Declares a component. A second spec with the same name must be identical (else ValidationError).
   void add_spec(const ComponentSpec& spec);
@@ -97,6 +111,8 @@ class Components {
   std::shared_ptr<ComponentsManager> manager_;
   std::map<std::string, ComponentSpec> specs_;
   std::map<std::string, Value> configs_;
+  std::vector<std::string> own_keys_;  ///< keys of this pipeline's own components in the manager
+  std::mutex own_mu_;
 };
 
 }  // namespace tessera

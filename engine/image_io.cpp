@@ -265,9 +265,10 @@ class TempPng {
   std::string temp_;
 };
 
-// Checks an image [3, H, W] and quantises it to [H, W, 3] uint8 as diffusers' numpy_to_pil.
-at::Tensor quantise_rgb8(const std::string& path, const at::Tensor& image) {
-  auto fail = [&](const std::string& why) { throw OutputError("cannot write PNG '" + path + "': " + why); };
+// Checks an image [3, H, W] and quantises it to [H, W, 3] uint8 as diffusers' numpy_to_pil. `what` starts the
+// error message ("cannot write PNG 'out.png'").
+at::Tensor quantise_rgb8_for(const std::string& what, const at::Tensor& image) {
+  auto fail = [&](const std::string& why) { throw OutputError(what + ": " + why); };
   if (!image.defined()) fail("the image tensor is undefined");
   if (image.dim() != 3 || image.size(0) != 3)
     fail("expected an image [3, H, W] or [1, 3, H, W], got " + shape_str(image));
@@ -278,6 +279,10 @@ at::Tensor quantise_rgb8(const std::string& path, const at::Tensor& image) {
   at::Tensor x = image.detach().to(at::kCPU, at::kFloat);
   x = at::nan_to_num(x, 0.0, 1.0, 0.0).clamp(0.0, 1.0).mul(255.0).round();  // round: half to even, as numpy
   return x.to(at::kByte).permute({1, 2, 0}).contiguous();                     // [H, W, 3]
+}
+
+at::Tensor quantise_rgb8(const std::string& path, const at::Tensor& image) {
+  return quantise_rgb8_for("cannot write PNG '" + path + "'", image);
 }
 
 std::string strip_png_suffix(const std::string& base) {
@@ -617,6 +622,21 @@ TextChunks read_png_text(const std::string& path) {
   reader.skip(h);
   reader.end();
   return reader.texts();
+}
+
+at::Tensor image_to_rgb8(const at::Tensor& image) {
+  at::Tensor chw = image.defined() && image.dim() == 4 && image.size(0) == 1 ? image[0] : image;
+  return quantise_rgb8_for("cannot convert the image to RGB8", chw);
+}
+
+ImageBatch image_from_rgb8(const uint8_t* rgb, int64_t width, int64_t height) {
+  if (!rgb) throw InputError("RGB8 image: the pixel pointer is null");
+  if (width < 1 || height < 1 || width > kMaxImageSide || height > kMaxImageSide)
+    throw InputError("RGB8 image: size " + std::to_string(width) + "x" + std::to_string(height) + " is outside 1.." +
+                     std::to_string(kMaxImageSide) + " per side");
+  // [H, W, 3] bytes → [1, 3, H, W] float in [0, 1], as read_image decodes an 8-bit PNG.
+  at::Tensor raw = at::from_blob(const_cast<uint8_t*>(rgb), {height, width, 3}, at::kByte);
+  return ImageBatch{raw.to(at::kFloat).div_(255.0).permute({2, 0, 1}).unsqueeze(0).contiguous()};
 }
 
 }  // namespace tessera

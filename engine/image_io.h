@@ -43,6 +43,15 @@ std::vector<std::string> write_pngs(const std::string& base_path, const at::Tens
 /// Names write_pngs uses for a batch of `batch_size` images (for tools that report or clean them up).
 std::vector<std::string> png_batch_paths(const std::string& base_path, int64_t batch_size);
 
+/// An image [3, H, W] or [1, 3, H, W] (floating point, any device) as [H, W, 3] uint8 on the CPU, quantised
+/// exactly as write_png writes it. Throws OutputError for anything else.
+at::Tensor image_to_rgb8(const at::Tensor& image);
+
+/// `height` rows of `width` RGB pixels, 3 bytes each, as images [1, 3, H, W] float32 in [0, 1] (copied), the
+/// tensor read_image gives for the same pixels in an 8-bit PNG. Throws InputError for a null pointer or a side
+/// outside 1..kMaxImageSide.
+ImageBatch image_from_rgb8(const uint8_t* rgb, int64_t width, int64_t height);
+
 /// Reads a PNG or JPEG (told apart by their signatures) as images [1, 3, H, W] float32 in [0, 1], as
 /// PIL's convert("RGB") in diffusers' load_image would give them.
 /// PNG: every colour type (gray, gray+alpha, RGB, RGBA, palette) at every bit depth (1–16), interlaced

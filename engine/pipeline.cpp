@@ -1,5 +1,7 @@
 #include "engine/pipeline.h"
 
+#include "engine/image_io.h"
+
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
@@ -232,7 +234,9 @@ Kind Pipeline::input_kind(const std::string& name) const {
 }
 
 Value Pipeline::parse_input(const std::string& name, const std::string& text) const {
-  return parse_value(input_kind(name), text, name);
+  const Kind kind = input_kind(name);
+  if (kind == Kind::Image) return Value(read_image(text));
+  return parse_value(kind, text, name);
 }
 
 namespace {

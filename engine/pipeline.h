@@ -70,7 +70,8 @@ class Pipeline {
   std::vector<std::string> input_names() const;
   /// The kind of input `name` (recipe declaration, else the blocks' declaration); InputError if unknown.
   Kind input_kind(const std::string& name) const;
-  /// Parses `--set name=text` with the input's kind.
+  /// Parses `--set name=text` with the input's kind: numbers, lists, booleans and strings as parse_value, and for
+  /// an image input a PNG or JPEG file path (read_image). The one parser the CLI, the C API and bindings share.
   Value parse_input(const std::string& name, const std::string& text) const;
 
   /// Runs the pipeline: recipe defaults, then `inputs`; checks required inputs before any block runs.

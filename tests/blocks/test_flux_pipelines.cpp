@@ -6,14 +6,12 @@
 #include <filesystem>
 #include <sstream>
 
+#include <tessera/builtins.h>
+
 #include "blocks/flux/flux_common.h"
-#include "blocks/register.h"
 #include "engine/pipeline.h"
 #include "engine/recipe.h"
 #include "engine/registry.h"
-#include "guiders/register.h"
-#include "models/register.h"
-#include "schedulers/register.h"
 #include "tools/parity/parity.h"
 
 using namespace tessera;
@@ -25,11 +23,7 @@ namespace {
 Registry& reg() {
   static Registry r = [] {
     Registry x;
-    register_builtin_engine(x);
-    register_builtin_blocks(x);
-    register_builtin_schedulers(x);
-    register_builtin_guiders(x);
-    register_builtin_models(x);
+    register_builtins(x);
     return x;
   }();
   return r;

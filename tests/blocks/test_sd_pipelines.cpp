@@ -5,14 +5,12 @@
 
 #include <filesystem>
 
-#include "blocks/register.h"
+#include <tessera/builtins.h>
+
 #include "engine/checkpoint.h"
 #include "engine/pipeline.h"
 #include "engine/recipe.h"
 #include "engine/registry.h"
-#include "guiders/register.h"
-#include "models/register.h"
-#include "schedulers/register.h"
 
 using namespace tessera;
 using Catch::Matchers::Contains;
@@ -23,11 +21,7 @@ namespace {
 Registry& reg() {
   static Registry r = [] {
     Registry x;
-    register_builtin_engine(x);
-    register_builtin_blocks(x);
-    register_builtin_schedulers(x);
-    register_builtin_guiders(x);
-    register_builtin_models(x);
+    register_builtins(x);
     return x;
   }();
   return r;

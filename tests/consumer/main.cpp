@@ -1,8 +1,10 @@
-// Embeds the engine: builds the demo pipeline from a recipe text and runs it.
+// Embeds the engine through the installed package: the built-ins in one call, the demo recipe run.
 #include <cstdio>
 
-#include "blocks/register.h"
+#include <tessera/builtins.h>
+
 #include "engine/pipeline.h"
+#include "engine/registry.h"
 
 int main(int argc, char** argv) {
   if (argc != 2) {
@@ -11,8 +13,7 @@ int main(int argc, char** argv) {
   }
   try {
     tessera::Registry registry;
-    tessera::register_builtin_engine(registry);
-    tessera::register_builtin_blocks(registry);
+    tessera::register_builtins(registry);
     auto pipe = tessera::Pipeline::from_recipe(tessera::load_recipe(argv[1]), registry);
     pipe->validate();
     auto state = pipe->run({{"num_inference_steps", tessera::Value(int64_t{3})}});

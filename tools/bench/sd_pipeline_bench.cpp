@@ -37,17 +37,15 @@
 
 #include <torch/torch.h>
 
+#include <tessera/builtins.h>
+
 #include "tools/bench/bench_util.h"
-#include "blocks/register.h"
 #include "engine/error.h"
 #include "engine/pipeline.h"
 #include "engine/recipe.h"
 #include "engine/registry.h"
 #include "engine/runtime.h"
-#include "guiders/register.h"
-#include "models/register.h"
 #include "models/unet/unet_2d_condition.h"
-#include "schedulers/register.h"
 
 using namespace tessera;
 using namespace tessera::bench;
@@ -192,11 +190,7 @@ int main(int argc, char** argv) {
   try {
     configure_threads(threads);
     Registry registry;
-    register_builtin_engine(registry);
-    register_builtin_blocks(registry);
-    register_builtin_schedulers(registry);
-    register_builtin_guiders(registry);
-    register_builtin_models(registry);
+    register_builtins(registry);
 
     // --separate-passes: a recipe extending the chosen one with `configs: {batch_passes: false}`, parsed as if it
     // lived next to it (so `extends` and relative model paths resolve as for the original).

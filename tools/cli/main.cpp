@@ -12,6 +12,8 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
+#include <tessera/builtins.h>
+
 #include "engine/checkpoint.h"
 #include "engine/docs.h"
 #include "engine/image_io.h"
@@ -22,7 +24,6 @@
 #include "engine/trace.h"
 #include "engine/version.h"
 #include "models/common/attention_dispatch.h"
-#include "tools/cli/registry_setup.h"
 #include "tools/parity/parity.h"
 
 namespace fs = std::filesystem;
@@ -42,7 +43,7 @@ struct Session {
   Registry registry;
   PluginLoader loader{registry};
   explicit Session(const Globals& g) {
-    cli::register_all_builtins(registry);
+    register_builtins(registry);
     for (const auto& p : g.plugins) loader.load(p);
   }
   BuildOptions build_options() {
@@ -84,12 +85,6 @@ std::string file_text(const std::string& path, size_t limit) {
   std::string s((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   if (s.size() > limit) s = s.substr(0, limit) + "\n# … (truncated)\n";
   return s;
-}
-
-Value parse_set(const Pipeline& p, const std::string& name, const std::string& text) {
-  Kind k = p.input_kind(name);
-  if (k == Kind::Image) return Value(read_image(text));
-  return parse_value(k, text, name);
 }
 
 nlohmann::json value_json(const Value& v) {
@@ -160,7 +155,7 @@ int cmd_run(const Globals& g, const RunArgs& a) {
     if (eq == std::string::npos || eq == 0)
       throw UsageError("--set expects name=value, got '" + kv + "'", {}, {}, "e.g. --set prompt=\"a red fox\"");
     std::string name = kv.substr(0, eq);
-    inputs[name] = parse_set(*pipe, name, kv.substr(eq + 1));
+    inputs[name] = pipe->parse_input(name, kv.substr(eq + 1));
   }
   if (!a.workflow.empty()) {
     Plan plan = pipe->plan(a.workflow);

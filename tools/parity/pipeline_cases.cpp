@@ -1,4 +1,6 @@
 // The "pipeline" cases (see the parity README: sd_txt2img_*, sd_img2img_*, sd_inpaint_*, sdxl_*).
+#include <tessera/builtins.h>
+
 #include "tools/parity/pipeline_cases.h"
 
 #include <cstdlib>
@@ -7,13 +9,9 @@
 #include <mutex>
 #include <set>
 
-#include "blocks/register.h"
 #include "engine/pipeline.h"
 #include "engine/recipe.h"
 #include "engine/registry.h"
-#include "guiders/register.h"
-#include "models/register.h"
-#include "schedulers/register.h"
 #include "tools/parity/component_cases.h"
 
 namespace fs = std::filesystem;
@@ -45,11 +43,7 @@ Value json_to_value(const nlohmann::json& j) {
 const Registry& full_registry() {
   static const Registry r = [] {
     Registry x;
-    register_builtin_engine(x);
-    register_builtin_blocks(x);
-    register_builtin_schedulers(x);
-    register_builtin_guiders(x);
-    register_builtin_models(x);
+    register_builtins(x);
     return x;
   }();
   return r;

@@ -9,6 +9,7 @@ PACKAGES=(
   libyaml-cpp-dev libspdlog-dev libfmt-dev catch2 libcli11-dev nlohmann-json3-dev
   libpng-dev libjpeg62-turbo-dev libbenchmark-dev libpcre2-dev
   libsentencepiece-dev libdnnl-dev
+  python3
 )
 
 missing=()

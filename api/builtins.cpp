@@ -1,13 +1,14 @@
-#include "tools/cli/registry_setup.h"
+#include <tessera/builtins.h>
 
 #include "blocks/register.h"
+#include "engine/registry.h"
 #include "guiders/register.h"
 #include "models/register.h"
 #include "schedulers/register.h"
 
-namespace tessera::cli {
+namespace tessera {
 
-void register_all_builtins(Registry& registry) {
+void register_builtins(Registry& registry) {
   register_builtin_engine(registry);
   register_builtin_blocks(registry);
   register_builtin_schedulers(registry);
@@ -15,4 +16,4 @@ void register_all_builtins(Registry& registry) {
   register_builtin_models(registry);
 }
 
-}  // namespace tessera::cli
+}  // namespace tessera
