@@ -1,6 +1,4 @@
 // The "pipeline" cases (see the parity README: sd_txt2img_*, sd_img2img_*, sd_inpaint_*, sdxl_*).
-#include <tessera/builtins.h>
-
 #include "tools/parity/pipeline_cases.h"
 
 #include <cstdlib>
@@ -8,6 +6,8 @@
 #include <map>
 #include <mutex>
 #include <set>
+
+#include <tessera/builtins.h>
 
 #include "engine/pipeline.h"
 #include "engine/recipe.h"
