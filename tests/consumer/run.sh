@@ -17,6 +17,9 @@ cmake --build "$work/build" -j2 > "$work/build.log"
 pc_dir="$(dirname "$(find "$work/prefix" -name tessera.pc | head -1)")"
 export PKG_CONFIG_PATH="$pc_dir"
 libdir="$(pkg-config --variable=libdir tessera)"
+# libtessera.so exports the C API only.
+extra="$(nm -D --defined-only "$libdir/libtessera.so" | awk '{print $3}' | grep -v '^tessera_' || true)"
+[ -z "$extra" ] || { echo "libtessera.so exports more than tessera_*:"; echo "$extra" | head; exit 1; }
 cc -std=c99 -Wall -Wextra -Werror -pedantic "$src_dir/consumer_c.c" -o "$work/consumer_c" \
   $(pkg-config --cflags --libs tessera) -Wl,-rpath,"$libdir"
 "$work/consumer_c" "$work/prefix/share/tessera/recipes/sd/auto.yaml" "$root_dir/tests/fixtures/parity/models/tiny-sd" \
