@@ -1,10 +1,13 @@
 #include "engine/runtime.h"
 
 #include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Parallel.h>
 #include <dlfcn.h>
 
 #include <algorithm>
+#include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <mutex>
 #include <thread>
@@ -30,12 +33,75 @@ CpuFeatures cpu_features() {
   return f;
 }
 
-DtypeChoice auto_dtype(const CpuFeatures& cpu) {
+double Bf16Probe::speedup() const {
+  double fp32 = 0, bf16 = 0;
+  for (const auto& op : ops) {
+    fp32 += op.fp32_ms;
+    bf16 += op.bf16_ms;
+  }
+  return bf16 > 0 ? fp32 / bf16 : 0;
+}
+
+Bf16Probe probe_bf16_speed() {
+  at::NoGradGuard no_grad;
+  at::Generator gen = at::detail::createCPUGenerator(1234);
+  auto randn = [&](at::IntArrayRef shape) { return at::randn(shape, gen, at::TensorOptions().dtype(at::kFloat)); };
+  struct Case {
+    std::string name;
+    std::vector<at::Tensor> fp32, bf16;
+    std::function<at::Tensor(const std::vector<at::Tensor>&)> run;
+  };
+  auto conv = [](const std::vector<at::Tensor>& t) { return at::conv2d(t[0], t[1], t[2], {1, 1}, {1, 1}); };
+  std::vector<Case> cases;
+  cases.push_back({"UNet conv 3x3 320ch 32x32", {randn({2, 320, 32, 32}), randn({320, 320, 3, 3}), randn({320})}, {},
+                   conv});
+  cases.push_back({"VAE conv 3x3 128ch 96x96", {randn({1, 128, 96, 96}), randn({128, 128, 3, 3}), randn({128})}, {},
+                   conv});
+  cases.push_back({"linear 2048x320->1280", {randn({2048, 320}), randn({1280, 320}), randn({1280})}, {},
+                   [](const std::vector<at::Tensor>& t) { return at::linear(t[0], t[1], t[2]); }});
+  for (auto& c : cases)
+    for (const auto& t : c.fp32) c.bf16.push_back(t.to(at::kBFloat16));
+  auto time_ms = [](const std::function<void()>& f) {
+    const auto t0 = std::chrono::steady_clock::now();
+    f();
+    return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  };
+  Bf16Probe probe;
+  for (auto& c : cases) {
+    Bf16Probe::Op op{c.name, 1e30, 1e30};
+    for (int rep = 0; rep < 4; ++rep) {  // the first of each is a warm-up (oneDNN creates its kernels)
+      const double f = time_ms([&] { c.run(c.fp32); });
+      const double b = time_ms([&] { c.run(c.bf16); });
+      if (rep == 0) continue;
+      op.fp32_ms = std::min(op.fp32_ms, f);
+      op.bf16_ms = std::min(op.bf16_ms, b);
+    }
+    probe.ops.push_back(op);
+  }
+  return probe;
+}
+
+DtypeChoice auto_dtype(const CpuFeatures& cpu, const std::function<Bf16Probe()>& probe) {
   if (cpu.amx_bf16) return {"bf16", "dtype auto: bf16 (this CPU has AMX-BF16, where bf16 runs several times faster)"};
-  if (cpu.avx512_bf16)
-    return {"fp32", "dtype auto: fp32 (AVX512-BF16 without AMX: bf16 measured no faster for the UNet, 3x slower for "
-                    "the VAE)"};
-  return {"fp32", "dtype auto: fp32 (no bf16 instructions: bf16 matmuls would run a reference kernel)"};
+  if (!cpu.avx512_bf16)
+    return {"fp32", "dtype auto: fp32 (no bf16 instructions: bf16 matmuls would run a reference kernel)"};
+  // AVX512-BF16 without AMX: some CPUs run bf16 faster, some slower. Measure.
+  const Bf16Probe p = probe();
+  char buf[64];
+  std::string detail;
+  bool any_slower = false;
+  for (const auto& op : p.ops) {
+    std::snprintf(buf, sizeof buf, "%.2fx", op.speedup());
+    detail += (detail.empty() ? "" : ", ") + op.name + " " + buf;
+    any_slower = any_slower || op.speedup() < 1.0;
+  }
+  std::snprintf(buf, sizeof buf, "%.2fx", p.speedup());
+  const std::string measured = "bf16 measured " + std::string(buf) + " as fast as fp32 on " +
+                               std::to_string(at::get_num_threads()) + (at::get_num_threads() == 1 ? " thread (" : " threads (") + detail + ")";
+  std::snprintf(buf, sizeof buf, "%.2f", kBf16MinSpeedup);
+  if (p.speedup() >= kBf16MinSpeedup && !any_slower) return {"bf16", "dtype auto: bf16 (AVX512-BF16: " + measured + ")"};
+  return {"fp32", "dtype auto: fp32 (AVX512-BF16 without AMX: " + measured + "; bf16 needs " + buf +
+                      "x and no op slower)"};
 }
 
 const DtypeChoice& auto_dtype() {

@@ -1,6 +1,8 @@
 #pragma once
 /// Process-wide runtime settings for embedders and the CLI.
+#include <functional>
 #include <string>
+#include <vector>
 
 namespace tessera {
 
@@ -18,17 +20,39 @@ struct CpuFeatures {
 /// This machine's features (cpuid and the OS-enabled register state, via the compiler's cpu model).
 CpuFeatures cpu_features();
 
+/// One bf16-versus-float32 timing, in this process, of the operations the models spend their time in.
+struct Bf16Probe {
+  struct Op {
+    std::string name;
+    double fp32_ms = 0;  ///< best of the timed repeats
+    double bf16_ms = 0;
+    double speedup() const { return bf16_ms > 0 ? fp32_ms / bf16_ms : 0; }
+  };
+  std::vector<Op> ops;
+  /// Σ fp32 / Σ bf16: the whole probe's speed-up.
+  double speedup() const;
+};
+/// Times a UNet-like 3×3 convolution (320 channels at 32², batch 2), a VAE-like one (128 channels at 96²) and a
+/// linear layer (2048 tokens, 320 → 1280) in float32 and in bf16 with LibTorch's kernels (oneDNN), interleaved, on
+/// the threads LibTorch uses now: about 0.3 s on a CPU with bf16 instructions.
+Bf16Probe probe_bf16_speed();
+
+/// bf16 must be at least this much faster than float32 over the probe to be chosen (and no probed op slower).
+inline constexpr double kBf16MinSpeedup = 1.3;
+
 /// What `dtype: auto` (a component's dtype, `tessera run --dtype auto`) means on this CPU, and why: bf16 where it
-/// measures faster than float32, float32 elsewhere. Measured (tools/bench/RESULTS.md, ../shared/bench/BASELINES.md):
-/// with AMX oneDNN's bf16 convolutions and matmuls run several times faster than float32; with AVX512-BF16 but no
-/// AMX the bf16 UNet is no faster and the bf16 VAE 3× slower; without AVX512-BF16 bf16 matmuls fall back to a
-/// reference kernel (~1 GFLOP/s). So: bf16 with AMX, fp32 otherwise.
+/// measures faster than float32, float32 elsewhere.
+/// - no AVX512-BF16: float32 without measuring (bf16 matmuls would run a reference kernel, ~1 GFLOP/s);
+/// - AMX-BF16: bf16 without measuring (oneDNN's AMX kernels run bf16 several times faster);
+/// - AVX512-BF16 without AMX: `probe()` decides. It differs by CPU: an AVX512-BF16 Xeon ran the bf16 UNet no faster
+///   and the bf16 VAE 3× slower, a Zen 5 EPYC runs the UNet 1.5–2.2× and the VAE 1.4× faster
+///   (tools/bench/RESULTS.md). bf16 when the probe's speed-up ≥ kBf16MinSpeedup and no op is slower.
 struct DtypeChoice {
   std::string dtype;   ///< "bf16" or "fp32"
   std::string reason;  ///< one line for -v
 };
-DtypeChoice auto_dtype(const CpuFeatures& cpu);
-/// auto_dtype for this machine (computed once).
+DtypeChoice auto_dtype(const CpuFeatures& cpu, const std::function<Bf16Probe()>& probe = probe_bf16_speed);
+/// auto_dtype for this machine (decided once per process, on first use; thread-safe).
 const DtypeChoice& auto_dtype();
 
 /// The OpenBLAS core type Tessera selects when OpenBLAS runs `current` (its corename) on a CPU with `cpu`, or ""

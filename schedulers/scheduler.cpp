@@ -2,6 +2,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include <set>
+
 #include <cmath>
 #include <limits>
 
@@ -114,11 +116,37 @@ std::optional<std::vector<double>> SchedulerConfig::get_optional_float_list(cons
 
 void SchedulerConfig::accept(const std::string& name) { read_.insert(name); }
 
+namespace {
+
+/// Config fields of diffusers' scheduler classes. A model folder's scheduler_config.json is written for one class
+/// and read by another when a recipe swaps the scheduler (PNDM's `skip_prk_steps` under DDIM): such a field is
+/// not something the user can act on, so it is logged at debug level; a field no scheduler has (a typo) warns.
+const std::set<std::string>& diffusers_scheduler_fields() {
+  static const std::set<std::string> fields{
+      "algorithm_type", "base_image_seq_len", "base_shift", "beta_end", "beta_schedule", "beta_start",
+      "clip_sample", "clip_sample_range", "disable_corrector", "dynamic_thresholding_ratio", "euler_at_final",
+      "final_sigmas_type", "flow_shift", "interpolation_type", "invert_sigmas", "lambda_min_clipped",
+      "lower_order_final", "max_image_seq_len", "max_shift", "num_train_timesteps", "original_inference_steps",
+      "predict_x0", "prediction_type", "rescale_betas_zero_snr", "sample_max_value", "set_alpha_to_one", "shift",
+      "shift_terminal", "sigma_max", "sigma_min", "skip_prk_steps", "solver_order", "solver_p", "solver_type",
+      "steps_offset", "stochastic_sampling", "thresholding", "time_shift_type", "timestep_scaling",
+      "timestep_spacing", "timestep_type", "trained_betas", "use_beta_sigmas", "use_dynamic_shifting",
+      "use_exponential_sigmas", "use_flow_sigmas", "use_karras_sigmas", "use_lu_lambdas", "variance_type"};
+  return fields;
+}
+
+}  // namespace
+
 void SchedulerConfig::finish() {
   std::vector<std::string> known(read_.begin(), read_.end());
   for (auto it = json_.begin(); it != json_.end(); ++it) {
     const std::string& key = it.key();
     if (read_.count(key) || (!key.empty() && key[0] == '_')) continue;  // _class_name, _diffusers_version
+    if (diffusers_scheduler_fields().count(key)) {
+      spdlog::debug("{}{}: config field '{}' belongs to another scheduler class; {} does not use it",
+                    source_.empty() ? "" : source_, source_.empty() ? class_name_ : "", key, class_name_);
+      continue;
+    }
     std::string hint = did_you_mean(key, known);
     spdlog::warn("{}{}: config field '{}' is not used by {} and is ignored{}", source_.empty() ? "" : source_,
                  source_.empty() ? class_name_ : "", key, class_name_, hint.empty() ? "" : " (" + hint + ")");

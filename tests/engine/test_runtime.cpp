@@ -70,18 +70,45 @@ TEST_CASE("select_blas_core leaves float32 matmul correct and respects OPENBLAS_
   }
 }
 
-TEST_CASE("dtype auto: bf16 only with AMX, fp32 otherwise; recipes and the CLI resolve it the same way", "[runtime]") {
+TEST_CASE("dtype auto: AMX bf16, no bf16 instructions fp32, AVX512-BF16 as measured", "[runtime]") {
+  int probes = 0;
+  auto probe_with = [&](std::vector<std::pair<double, double>> times) {
+    return [&probes, times] {
+      ++probes;
+      Bf16Probe p;
+      for (const auto& [fp32, bf16] : times) p.ops.push_back({"op", fp32, bf16});
+      return p;
+    };
+  };
   CpuFeatures none;
-  CHECK(auto_dtype(none).dtype == "fp32");
+  CHECK(auto_dtype(none, probe_with({{10, 1}})).dtype == "fp32");  // not measured: no bf16 instructions
   CpuFeatures avx512_bf16;
   avx512_bf16.avx2_fma = avx512_bf16.avx512 = avx512_bf16.avx512_bf16 = true;
-  CHECK(auto_dtype(avx512_bf16).dtype == "fp32");  // measured: no faster (UNet), 3x slower (VAE) without AMX
-  CHECK_THAT(auto_dtype(avx512_bf16).reason, Catch::Matchers::Contains("without AMX"));
   CpuFeatures amx = avx512_bf16;
   amx.amx_bf16 = true;
-  CHECK(auto_dtype(amx).dtype == "bf16");
-  // This machine: what its features say, and what a component's `dtype: auto` becomes.
-  CHECK(auto_dtype().dtype == auto_dtype(cpu_features()).dtype);
+  CHECK(auto_dtype(amx, probe_with({{1, 10}})).dtype == "bf16");  // not measured: AMX
+  CHECK(probes == 0);
+
+  // AVX512-BF16 without AMX: the probe decides, and -v says the numbers.
+  const DtypeChoice fast = auto_dtype(avx512_bf16, probe_with({{20, 10}, {14, 10}, {8, 4}}));
+  CHECK(fast.dtype == "bf16");
+  CHECK_THAT(fast.reason, Catch::Matchers::Contains("1.75x"));  // (20 + 14 + 8) / (10 + 10 + 4)
+  // Xeon-like: the UNet conv no faster, the VAE conv 3x slower.
+  const DtypeChoice slow = auto_dtype(avx512_bf16, probe_with({{20, 19}, {10, 30}, {8, 4}}));
+  CHECK(slow.dtype == "fp32");
+  CHECK_THAT(slow.reason, Catch::Matchers::Contains("without AMX") && Catch::Matchers::Contains("0.33x"));
+  // Faster overall but one op slower: not chosen ("never chosen where slower").
+  CHECK(auto_dtype(avx512_bf16, probe_with({{40, 10}, {10, 11}})).dtype == "fp32");
+  // Faster, but by less than kBf16MinSpeedup: not worth bf16's precision.
+  CHECK(auto_dtype(avx512_bf16, probe_with({{12, 10}, {12, 10}})).dtype == "fp32");
+  CHECK(probes == 4);
+
+  // This machine: the decision its features and (where it measures) the probe make, and what `auto` becomes.
+  CHECK((auto_dtype().dtype == "bf16" || auto_dtype().dtype == "fp32"));
+  if (!cpu_features().avx512_bf16) CHECK(auto_dtype().dtype == "fp32");
+  if (cpu_features().amx_bf16) CHECK(auto_dtype().dtype == "bf16");
+  if (cpu_features().avx512_bf16 && !cpu_features().amx_bf16)  // the real probe ran: three ops, both dtypes timed
+    CHECK_THAT(auto_dtype().reason, Catch::Matchers::Contains("measured") && Catch::Matchers::Contains("VAE conv"));
   CHECK(canonical_dtype("auto") == auto_dtype().dtype);
   std::string problem;
   CHECK(canonical_dtype("fp64", &problem).empty());

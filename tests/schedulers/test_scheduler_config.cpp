@@ -4,6 +4,10 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
+
+#include <spdlog/sinks/ostream_sink.h>
+#include <spdlog/spdlog.h>
 
 #include "schedulers/flow_match_euler_discrete.h"
 #include "schedulers/register.h"
@@ -78,6 +82,25 @@ TEST_CASE("fields diffusers ignores are accepted (logged)", "[schedulers]") {
   // Real configs carry fields of other classes (clip_sample in an Euler config) and _class_name.
   CHECK_NOTHROW(make_scheduler("EulerDiscreteScheduler",
                                json{{"_class_name", "PNDMScheduler"}, {"clip_sample", false}, {"skip_prk_steps", true}}));
+}
+
+TEST_CASE("a field of another scheduler class is not a warning; a field no scheduler has is", "[schedulers]") {
+  // The default logger, captured at warning level (what a user sees without -v).
+  std::ostringstream out;
+  auto previous = spdlog::default_logger();
+  auto capture = std::make_shared<spdlog::logger>("capture", std::make_shared<spdlog::sinks::ostream_sink_mt>(out));
+  capture->set_level(spdlog::level::warn);
+  spdlog::set_default_logger(capture);
+  // tiny-sd's scheduler_config.json is PNDM's: skip_prk_steps under DDIM, clip_sample under Euler.
+  make_scheduler("DDIMScheduler", json{{"_class_name", "PNDMScheduler"}, {"skip_prk_steps", true}}, "a.json");
+  make_scheduler("EulerDiscreteScheduler", json{{"clip_sample", false}, {"set_alpha_to_one", false}}, "b.json");
+  const std::string quiet = out.str();
+  make_scheduler("DDIMScheduler", json{{"beta_strat", 0.1}}, "c.json");
+  const std::string warned = out.str();
+  spdlog::set_default_logger(previous);
+  CHECK(quiet.empty());
+  CHECK_THAT(warned, Catch::Matchers::Contains("c.json") && Catch::Matchers::Contains("'beta_strat'") &&
+                         Catch::Matchers::Contains("beta_start"));
 }
 
 TEST_CASE("JSON with NaN/Infinity literals parses", "[schedulers]") {
