@@ -89,6 +89,41 @@ TEST_CASE("run writes a PNG with the recipe and inputs embedded; same seed, same
   CHECK(std::distance(fs::directory_iterator(dir.path), fs::directory_iterator()) == 4);
 }
 
+TEST_CASE("run shows progress on stderr: a line per top-level block, at most ten per loop", "[cli]") {
+  TempDir dir;
+  const std::string sd = src("recipes/sd/auto.yaml");
+  auto r = cli("run " + sd + " --set prompt=x --set num_inference_steps=20 --out " + (dir / "p.png"));
+  INFO(r.output);
+  REQUIRE(r.code == 0);
+  CHECK_THAT(r.output, Contains("text_encoder: ") && Contains("decode: ") && Contains("denoise: "));
+  CHECK_THAT(r.output, Contains("denoise 20/20 |########################| "));
+  CHECK_THAT(r.output, Contains(" it/s, ETA "));
+  size_t lines = 0;
+  for (size_t at = r.output.find("denoise "); at != std::string::npos; at = r.output.find("denoise ", at + 1)) ++lines;
+  CHECK(lines == 10);  // 2/20, 4/20, … 20/20 (not a TTY: plain lines)
+  CHECK_THAT(r.output, !Contains("ip_adapter: "));  // an auto block that selected nothing gets no line
+}
+
+TEST_CASE("Ctrl-C cancels a run at the next block or step: exit code 10, no output file", "[cli]") {
+  TempDir dir;
+  // A background job of a non-interactive shell starts with SIGINT ignored; tessera installs its own handler.
+  const std::string cmd = std::string(TESSERA_CLI) + " run " + src("recipes/sd/auto.yaml") +
+                          " --set prompt=x --set num_inference_steps=999 --out " + (dir / "i.png") +
+                          " > " + (dir / "log.txt") + " 2>&1 & pid=$!; sleep 1; kill -INT $pid; wait $pid; echo rc=$?";
+  FILE* pipe = popen(cmd.c_str(), "r");
+  REQUIRE(pipe);
+  char buf[64] = {0};
+  const size_t n = std::fread(buf, 1, sizeof buf - 1, pipe);
+  pclose(pipe);
+  const std::string rc(buf, n);
+  const std::string log = read_bytes(dir / "log.txt");
+  INFO(log);
+  CHECK_THAT(rc, Contains("rc=10"));
+  CHECK_THAT(log, Contains("interrupted (SIGINT)") && Contains("no output was written"));
+  CHECK_FALSE(fs::exists(dir / "i.png"));
+  CHECK(std::distance(fs::directory_iterator(dir.path), fs::directory_iterator()) == 1);  // only log.txt
+}
+
 TEST_CASE("run rejects bad input with the right exit code and no output file", "[cli]") {
   TempDir dir;
   std::string out = " --out " + (dir / "x.png");

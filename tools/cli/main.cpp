@@ -24,6 +24,7 @@
 #include "engine/trace.h"
 #include "engine/version.h"
 #include "models/common/attention_dispatch.h"
+#include "tools/cli/progress.h"
 #include "tools/parity/parity.h"
 
 namespace fs = std::filesystem;
@@ -98,17 +99,6 @@ nlohmann::json value_json(const Value& v) {
     case Kind::FloatList: return v.float_list();
     default: return v.repr();
   }
-}
-
-/// Progress on a terminal: one line per loop, rewritten in place.
-StepCallback progress_printer() {
-  return [](const StepInfo& info) {
-    std::fprintf(stderr, "\r%s: step %lld/%lld", info.loop_path.c_str(), static_cast<long long>(info.step + 1),
-                 static_cast<long long>(info.total));
-    if (info.step + 1 == info.total) std::fprintf(stderr, "\n");
-    std::fflush(stderr);
-    return true;
-  };
 }
 
 struct RunArgs {
@@ -196,7 +186,11 @@ int cmd_run(const Globals& g, const RunArgs& a) {
     profile_blocks = std::make_unique<ProfileObserver>(*profile);
     opts.observers.push_back(profile_blocks.get());
   }
-  if (!g.quiet && isatty(STDERR_FILENO)) opts.step_callbacks.push_back(progress_printer());
+  // Progress on stderr (a bar on a terminal, plain lines elsewhere); Ctrl-C cancels at the next block or step.
+  cli::install_interrupt_handler();
+  cli::RunProgress progress(!g.quiet, isatty(STDERR_FILENO));
+  opts.observers.push_back(&progress);
+  opts.step_callbacks.push_back([&progress](const StepInfo& info) { return progress.on_step(info); });
 
   PipelineState state;
   auto t_run = std::chrono::steady_clock::now();
@@ -206,6 +200,11 @@ int cmd_run(const Globals& g, const RunArgs& a) {
     if (!a.trace.empty()) tracer.write_chrome_trace(a.trace);
     if (!g.quiet) std::cout << "stopped after '" << stop.block_path << "'; state written to " << stop.file << "\n";
     return 0;
+  }
+  catch (const CancelledError& e) {
+    if (!cli::interrupted()) throw;
+    throw CancelledError("interrupted (SIGINT): " + e.message() + "; no output was written", e.where(),
+                         e.block_path());
   }
   double run_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_run).count();
   if (!a.trace.empty()) tracer.write_chrome_trace(a.trace);
