@@ -1,7 +1,7 @@
 #include <tessera/builtins.h>
 
 #include "blocks/register.h"
-#include "engine/registry.h"
+#include "tessera/registry.h"
 #include "guiders/register.h"
 #include "models/register.h"
 #include "schedulers/register.h"

@@ -13,14 +13,14 @@
 #include <string>
 #include <vector>
 
-#include "engine/error.h"
-#include "engine/image_io.h"
-#include "engine/pipeline.h"
-#include "engine/plugin.h"
-#include "engine/recipe.h"
-#include "engine/registry.h"
-#include "engine/runtime.h"
-#include "engine/version.h"
+#include "tessera/error.h"
+#include "tessera/image_io.h"
+#include "tessera/pipeline.h"
+#include "tessera/plugin.h"
+#include "tessera/recipe.h"
+#include "tessera/registry.h"
+#include "tessera/runtime.h"
+#include "tessera/version.h"
 
 namespace {
 /// What a context owns; pipelines keep it alive, so a context may be freed before its pipelines.

@@ -1,7 +1,7 @@
 #pragma once
 /// The built-in blocks: one explicit call registers every family (no static self-registration, which
 /// linkers drop from static archives).
-#include "engine/registry.h"
+#include "tessera/registry.h"
 
 namespace tessera {
 

@@ -17,20 +17,14 @@ install(TARGETS ${TESSERA_INSTALL_TARGETS} EXPORT TesseraTargets
   LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}
   ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}
   RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR}
-  INCLUDES DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/tessera)
+  INCLUDES DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
 
-# Headers keep their root-relative layout: #include "engine/registry.h".
-foreach(dir engine blocks schedulers guiders models tools/parity)
-  if(EXISTS ${PROJECT_SOURCE_DIR}/${dir})
-    install(DIRECTORY ${PROJECT_SOURCE_DIR}/${dir}/ DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/tessera/${dir}
-            FILES_MATCHING PATTERN "*.h")
-  endif()
-endforeach()
-# The public API: <tessera/builtins.h>, <tessera/tessera.h> (C).
+# Only the public API is installed: include/tessera/*.h (<tessera/pipeline.h>, <tessera/tessera.h>, …) and the
+# generated <tessera/version.h>. The folders' own headers (engine/, models/, blocks/, …) are private.
 install(DIRECTORY ${PROJECT_SOURCE_DIR}/include/tessera/ DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/tessera
         FILES_MATCHING PATTERN "*.h")
+install(FILES ${PROJECT_BINARY_DIR}/generated/tessera/version.h DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/tessera)
 install(FILES ${PROJECT_BINARY_DIR}/tessera.pc DESTINATION ${CMAKE_INSTALL_LIBDIR}/pkgconfig)
-install(FILES ${PROJECT_BINARY_DIR}/generated/engine/version.h DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/tessera/engine)
 
 install(EXPORT TesseraTargets NAMESPACE tessera:: DESTINATION ${TESSERA_INSTALL_CMAKEDIR})
 configure_package_config_file(${PROJECT_SOURCE_DIR}/cmake/TesseraConfig.cmake.in

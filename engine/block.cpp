@@ -1,8 +1,8 @@
-#include "engine/block.h"
+#include "tessera/block.h"
 
 #include <set>
 
-#include "engine/components.h"
+#include "tessera/components.h"
 
 namespace tessera {
 

@@ -9,7 +9,7 @@
 #include <optional>
 #include <set>
 
-#include "engine/error.h"
+#include "tessera/error.h"
 #include "engine/safetensors.h"
 
 namespace tessera {

@@ -12,8 +12,8 @@
 #include <string>
 #include <vector>
 
-#include "engine/block.h"
-#include "engine/state.h"
+#include "tessera/block.h"
+#include "tessera/state.h"
 
 namespace tessera {
 

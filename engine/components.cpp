@@ -1,6 +1,6 @@
-#include "engine/components.h"
+#include "tessera/components.h"
 
-#include "engine/registry.h"
+#include "tessera/registry.h"
 
 #include <algorithm>
 #include <condition_variable>

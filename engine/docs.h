@@ -2,8 +2,8 @@
 /// Documentation generated from specs: a block's docs and a whole recipe's, never written by hand.
 #include <string>
 
-#include "engine/pipeline.h"
-#include "engine/registry.h"
+#include "tessera/pipeline.h"
+#include "tessera/registry.h"
 
 namespace tessera {
 

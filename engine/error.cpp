@@ -1,4 +1,4 @@
-#include "engine/error.h"
+#include "tessera/error.h"
 
 #include <algorithm>
 #include <sstream>

@@ -1,4 +1,4 @@
-#include "engine/image_io.h"
+#include "tessera/image_io.h"
 
 #include <png.h>
 #include <sys/stat.h>
@@ -18,7 +18,7 @@
 #include <jpeglib.h>
 #include <jerror.h>
 
-#include "engine/error.h"
+#include "tessera/error.h"
 
 namespace tessera {
 

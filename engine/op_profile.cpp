@@ -6,7 +6,7 @@
 #include <mutex>
 #include <sstream>
 
-#include "engine/error.h"
+#include "tessera/error.h"
 
 namespace tessera {
 

@@ -21,7 +21,7 @@
 #include <utility>
 #include <vector>
 
-#include "engine/block.h"
+#include "tessera/block.h"
 
 namespace tessera {
 

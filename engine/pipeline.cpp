@@ -1,6 +1,6 @@
-#include "engine/pipeline.h"
+#include "tessera/pipeline.h"
 
-#include "engine/image_io.h"
+#include "tessera/image_io.h"
 
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>

@@ -1,4 +1,4 @@
-#include "engine/plugin.h"
+#include "tessera/plugin.h"
 
 #include <dlfcn.h>
 
@@ -9,9 +9,9 @@
 #include <optional>
 #include <system_error>
 
-#include "engine/plugin_abi.h"
-#include "engine/registry.h"
-#include "engine/version.h"
+#include "tessera/plugin_abi.h"
+#include "tessera/registry.h"
+#include "tessera/version.h"
 
 namespace tessera {
 
@@ -69,7 +69,7 @@ std::string in_quotes(const std::string& s) { return "'" + s + "'"; }
 
 const char* const kMacroHint =
     "define the entry in one source file of the plugin with TESSERA_PLUGIN(\"name\", register_fn) from "
-    "engine/plugin_abi.h, where register_fn is void register_fn(tessera::Registry&)";
+    "include/tessera/plugin_abi.h, where register_fn is void register_fn(tessera::Registry&)";
 
 }  // namespace
 

@@ -1,4 +1,4 @@
-#include "engine/recipe.h"
+#include "tessera/recipe.h"
 
 #include <yaml-cpp/depthguard.h>
 #include <yaml-cpp/yaml.h>

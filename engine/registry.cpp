@@ -1,4 +1,4 @@
-#include "engine/registry.h"
+#include "tessera/registry.h"
 
 namespace tessera {
 

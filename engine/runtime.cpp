@@ -1,4 +1,4 @@
-#include "engine/runtime.h"
+#include "tessera/runtime.h"
 
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>

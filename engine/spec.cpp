@@ -1,12 +1,12 @@
-#include "engine/spec.h"
+#include "tessera/spec.h"
 
 #include <spdlog/spdlog.h>
 
 #include <map>
 #include <mutex>
 
-#include "engine/error.h"
-#include "engine/runtime.h"
+#include "tessera/error.h"
+#include "tessera/runtime.h"
 
 namespace tessera {
 
@@ -108,7 +108,7 @@ std::string ComponentSpec::load_id() const {
 
 std::string canonical_dtype(const std::string& name, std::string* problem) {
   if (name.empty() || name == "fp32" || name == "float32") return "fp32";
-  if (name == "auto") {  // what this CPU runs fastest (engine/runtime.h, auto_dtype)
+  if (name == "auto") {  // what this CPU runs fastest (include/tessera/runtime.h, auto_dtype)
     static std::once_flag logged;
     std::call_once(logged, [] { spdlog::debug("{}", auto_dtype().reason); });
     return auto_dtype().dtype;

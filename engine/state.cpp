@@ -1,6 +1,6 @@
-#include "engine/state.h"
+#include "tessera/state.h"
 
-#include "engine/error.h"
+#include "tessera/error.h"
 
 namespace tessera {
 

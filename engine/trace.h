@@ -6,7 +6,7 @@
 #include <string>
 #include <vector>
 
-#include "engine/block.h"
+#include "tessera/block.h"
 
 namespace tessera {
 

@@ -3,7 +3,7 @@
 #include <map>
 #include <set>
 
-#include "engine/pipeline.h"
+#include "tessera/pipeline.h"
 
 namespace tessera {
 

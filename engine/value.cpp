@@ -1,4 +1,4 @@
-#include "engine/value.h"
+#include "tessera/value.h"
 
 #include <yaml-cpp/yaml.h>
 
@@ -7,7 +7,7 @@
 #include <cstdlib>
 #include <sstream>
 
-#include "engine/error.h"
+#include "tessera/error.h"
 
 namespace tessera {
 

@@ -1,6 +1,6 @@
 #include "guiders/auto_guidance.h"
 
-#include "engine/error.h"
+#include "tessera/error.h"
 #include "guiders/guider_config.h"
 #include "guiders/layer_perturbation_guidance.h"
 

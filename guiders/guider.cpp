@@ -2,7 +2,7 @@
 
 #include <cmath>
 
-#include "engine/error.h"
+#include "tessera/error.h"
 #include "guiders/guider_config.h"
 
 namespace tessera {

@@ -18,7 +18,7 @@
 #include <utility>
 #include <vector>
 
-#include "engine/components.h"
+#include "tessera/components.h"
 #include "guiders/layer_hooks.h"
 
 namespace tessera {

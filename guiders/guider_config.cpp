@@ -1,6 +1,6 @@
 #include "guiders/guider_config.h"
 
-#include "engine/error.h"
+#include "tessera/error.h"
 
 namespace tessera {
 

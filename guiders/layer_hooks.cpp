@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
-#include "engine/error.h"
+#include "tessera/error.h"
 #include "guiders/guider_config.h"
 
 namespace tessera {

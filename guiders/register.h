@@ -5,7 +5,7 @@
 #include <string>
 #include <vector>
 
-#include "engine/registry.h"
+#include "tessera/registry.h"
 #include "guiders/guider.h"
 
 namespace tessera {

@@ -1,6 +1,6 @@
 #include "guiders/skip_layer_guidance.h"
 
-#include "engine/error.h"
+#include "tessera/error.h"
 #include "guiders/guider_config.h"
 
 namespace tessera {

@@ -1,6 +1,6 @@
 #include "models/register.h"
 
-#include "engine/registry.h"
+#include "tessera/registry.h"
 #include "models/adapters/ip_adapter.h"
 #include "models/controlnets/controlnet_model.h"
 #include "models/loading/component_source.h"

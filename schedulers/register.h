@@ -5,7 +5,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "engine/registry.h"
+#include "tessera/registry.h"
 #include "schedulers/scheduler.h"
 
 namespace tessera {

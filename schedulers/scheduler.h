@@ -14,8 +14,8 @@
 
 #include <nlohmann/json.hpp>
 
-#include "engine/components.h"
-#include "engine/error.h"
+#include "tessera/components.h"
+#include "tessera/error.h"
 
 namespace tessera {
 

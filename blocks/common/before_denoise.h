@@ -1,6 +1,6 @@
 #pragma once
 /// common.* blocks that run before the denoising loop: initial noise and the step schedule.
-#include "engine/block.h"
+#include "tessera/block.h"
 
 namespace tessera {
 

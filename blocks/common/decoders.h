@@ -1,6 +1,6 @@
 #pragma once
 /// common.* blocks that turn latents into outputs.
-#include "engine/block.h"
+#include "tessera/block.h"
 
 namespace tessera {
 

@@ -1,6 +1,6 @@
 #pragma once
 /// common.* blocks that run inside the denoising loop.
-#include "engine/block.h"
+#include "tessera/block.h"
 
 namespace tessera {
 

@@ -1,6 +1,6 @@
 #include "blocks/common/flow_match.h"
 
-#include "engine/error.h"
+#include "tessera/error.h"
 #include "models/vae/autoencoder_kl.h"
 #include "schedulers/flow_match_euler_discrete.h"
 

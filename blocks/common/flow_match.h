@@ -12,8 +12,8 @@
 #include <string>
 #include <vector>
 
-#include "engine/spec.h"
-#include "engine/state.h"
+#include "tessera/spec.h"
+#include "tessera/state.h"
 
 namespace tessera {
 class Scheduler;

@@ -5,7 +5,7 @@
 #include <cmath>
 #include <vector>
 
-#include "engine/error.h"
+#include "tessera/error.h"
 
 namespace tessera {
 

@@ -2,7 +2,7 @@
 /// Reading construction params (recipe `params:`) against their declarations.
 #include <stdexcept>
 
-#include "engine/spec.h"
+#include "tessera/spec.h"
 
 namespace tessera {
 

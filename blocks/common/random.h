@@ -5,7 +5,7 @@
 #include <cstdint>
 #include <string>
 
-#include "engine/state.h"
+#include "tessera/state.h"
 
 namespace tessera {
 

@@ -1,6 +1,6 @@
 #pragma once
 /// common.*: model-free blocks (noise, step schedules, smoothing, latents → images).
-#include "engine/registry.h"
+#include "tessera/registry.h"
 
 namespace tessera {
 

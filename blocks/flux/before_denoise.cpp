@@ -4,7 +4,7 @@
 #include "blocks/flux/flux_common.h"
 #include "blocks/flux/flux_params.h"
 #include "blocks/sd/sd_common.h"
-#include "engine/components.h"
+#include "tessera/components.h"
 #include "models/transformers/transformer_flux.h"
 #include "models/vae/autoencoder_kl.h"
 #include "schedulers/scheduler.h"

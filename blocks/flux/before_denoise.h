@@ -2,7 +2,7 @@
 /// FLUX.1 blocks between encoding and the denoising loop: the flow schedule (custom sigmas linspace(1, 1/n, n),
 /// shifted by mu = calculate_shift(image tokens)), the packed initial latents with their position ids, and
 /// image2image's strength-truncated schedule and noised image latents.
-#include "engine/block.h"
+#include "tessera/block.h"
 
 namespace tessera {
 

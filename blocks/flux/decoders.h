@@ -1,6 +1,6 @@
 #pragma once
 /// FLUX.1's decoder block: packed latents → images.
-#include "engine/block.h"
+#include "tessera/block.h"
 
 namespace tessera {
 

@@ -2,7 +2,7 @@
 
 #include "blocks/flux/flux_params.h"
 #include "blocks/sd/sd_common.h"
-#include "engine/components.h"
+#include "tessera/components.h"
 #include "guiders/guider.h"
 #include "models/transformers/transformer_flux.h"
 

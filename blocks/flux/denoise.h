@@ -1,7 +1,7 @@
 #pragma once
 /// The FLUX.1 denoising loop's transformer step (the recipe loops it with sd.loop_scheduler_step over timesteps):
 /// the guider's passes through FluxTransformer2DModel, batched into one call.
-#include "engine/block.h"
+#include "tessera/block.h"
 
 namespace tessera {
 

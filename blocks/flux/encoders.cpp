@@ -5,7 +5,7 @@
 #include "blocks/flux/flux_common.h"
 #include "blocks/flux/flux_params.h"
 #include "blocks/sd/sd_common.h"
-#include "engine/components.h"
+#include "tessera/components.h"
 #include "guiders/guider.h"
 #include "models/text/clip_text_model.h"
 #include "models/text/clip_tokenizer.h"

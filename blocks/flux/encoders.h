@@ -1,6 +1,6 @@
 #pragma once
 /// FLUX.1 encoder blocks: the prompt through CLIP (pooled) and T5 (sequence), and image2image's image → latents.
-#include "engine/block.h"
+#include "tessera/block.h"
 
 namespace tessera {
 

@@ -1,7 +1,7 @@
 #include "blocks/flux/flux_common.h"
 
 #include "blocks/flux/flux_params.h"
-#include "engine/error.h"
+#include "tessera/error.h"
 
 namespace tessera::flux {
 

@@ -4,7 +4,7 @@
 #include "blocks/common/params.h"
 #include "blocks/sd/sd_common.h"
 #include "blocks/sd/sd_params.h"
-#include "engine/components.h"
+#include "tessera/components.h"
 #include "models/unet/unet_2d_condition.h"
 #include "models/vae/autoencoder_kl.h"
 #include "schedulers/scheduler.h"

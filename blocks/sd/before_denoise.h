@@ -1,7 +1,7 @@
 #pragma once
 /// Stable Diffusion blocks between encoding and the denoising loop: the step schedule (text2image, or the
 /// strength-truncated one of image2image / inpainting) and the initial latents of each workflow.
-#include "engine/block.h"
+#include "tessera/block.h"
 
 namespace tessera {
 

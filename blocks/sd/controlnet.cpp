@@ -5,7 +5,7 @@
 #include "blocks/sd/denoise.h"
 #include "blocks/sd/sd_common.h"
 #include "blocks/sd/sd_params.h"
-#include "engine/components.h"
+#include "tessera/components.h"
 #include "models/controlnets/controlnet_model.h"
 #include "models/unet/unet_2d_condition.h"
 #include "models/vae/autoencoder_kl.h"

@@ -7,7 +7,7 @@
 /// the recipes prepare each image with its own sd.prepare_control_image (index k) and pick the denoiser for the
 /// highest k given. The ControlNet runs inside the guider's model call, so with batched passes it runs once per step on the
 /// batched input (not once per pass); in guess mode only on the conditional rows, the others get zero residuals.
-#include "engine/block.h"
+#include "tessera/block.h"
 
 namespace tessera {
 

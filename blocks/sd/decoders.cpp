@@ -3,7 +3,7 @@
 #include "blocks/common/image_processor.h"
 #include "blocks/sd/sd_common.h"
 #include "blocks/sd/sd_params.h"
-#include "engine/components.h"
+#include "tessera/components.h"
 #include "models/vae/autoencoder_kl.h"
 
 namespace tessera {

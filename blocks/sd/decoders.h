@@ -1,6 +1,6 @@
 #pragma once
 /// Stable Diffusion's last block: latents → images with the VAE.
-#include "engine/block.h"
+#include "tessera/block.h"
 
 namespace tessera {
 

@@ -8,7 +8,7 @@
 #include <map>
 #include <string>
 
-#include "engine/block.h"
+#include "tessera/block.h"
 #include "guiders/guider.h"
 
 namespace tessera {

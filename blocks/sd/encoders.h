@@ -1,7 +1,7 @@
 #pragma once
 /// Stable Diffusion 1.x/2.x encoder blocks: prompts → CLIP embeddings; the input step (batch expansion);
 /// the image → VAE latents step of image2image.
-#include "engine/block.h"
+#include "tessera/block.h"
 
 namespace tessera {
 

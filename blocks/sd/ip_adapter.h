@@ -6,7 +6,7 @@
 ///   before   sd.prepare_ip_adapter   image → CLIP image encoder → image projection → ip_adapter_tokens (+ negative),
 ///                                    the adapter's attention processors installed on the UNet at ip_adapter_scale
 /// The tokens are guider fields like the text embeddings, so every pass (and batched passes) gets its rows.
-#include "engine/block.h"
+#include "tessera/block.h"
 
 namespace tessera {
 

@@ -1,6 +1,6 @@
 #pragma once
 /// sd.*: Stable Diffusion 1.x/2.x blocks (also the stages SDXL shares: schedule, latents, loop, decode).
-#include "engine/registry.h"
+#include "tessera/registry.h"
 
 namespace tessera {
 

@@ -5,7 +5,7 @@
 #include <string>
 #include <vector>
 
-#include "engine/state.h"
+#include "tessera/state.h"
 
 namespace tessera {
 class Scheduler;

@@ -1,7 +1,7 @@
 #pragma once
 /// Inputs, outputs and components the Stable Diffusion blocks share (SD 1.x/2.x and SDXL), declared once so
 /// that every block that reads `prompt_embeds` declares it the same way. Names and meanings follow diffusers.
-#include "engine/spec.h"
+#include "tessera/spec.h"
 
 namespace tessera::sd {
 

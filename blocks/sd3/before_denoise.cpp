@@ -6,7 +6,7 @@
 #include "blocks/sd/sd_params.h"
 #include "blocks/sd3/sd3_common.h"
 #include "blocks/sd3/sd3_params.h"
-#include "engine/components.h"
+#include "tessera/components.h"
 #include "models/transformers/transformer_sd3.h"
 #include "models/vae/autoencoder_kl.h"
 #include "schedulers/scheduler.h"

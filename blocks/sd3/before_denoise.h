@@ -2,7 +2,7 @@
 /// Stable Diffusion 3 / 3.5 blocks between encoding and the denoising loop: the flow-matching schedule
 /// (text2image, or the strength-truncated one of image2image) and the initial latents of each workflow. Latents
 /// are unpacked [B, C, H/f, W/f] (the transformer patchifies them itself).
-#include "engine/block.h"
+#include "tessera/block.h"
 
 namespace tessera {
 

@@ -5,7 +5,7 @@
 #include "blocks/sd/sd_common.h"
 #include "blocks/sd/sd_params.h"
 #include "blocks/sd3/sd3_params.h"
-#include "engine/components.h"
+#include "tessera/components.h"
 #include "models/vae/autoencoder_kl.h"
 
 namespace tessera {

@@ -3,7 +3,7 @@
 #include "blocks/sd/sd_common.h"
 #include "blocks/sd/sd_params.h"
 #include "blocks/sd3/sd3_params.h"
-#include "engine/components.h"
+#include "tessera/components.h"
 #include "guiders/guider.h"
 #include "models/transformers/transformer_sd3.h"
 

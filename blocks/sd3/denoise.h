@@ -3,7 +3,7 @@
 /// sd.loop_scheduler_step, which restores a flow scheduler from the 4-value scheduler_setup):
 ///   denoiser sd3.loop_denoiser       the guider's passes through the transformer (batched into one call), combined
 ///   step     sd.loop_scheduler_step  scheduler.step → latents
-#include "engine/block.h"
+#include "tessera/block.h"
 
 namespace tessera {
 

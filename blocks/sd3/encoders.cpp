@@ -8,7 +8,7 @@
 #include "blocks/sd/sd_params.h"
 #include "blocks/sd3/sd3_common.h"
 #include "blocks/sd3/sd3_params.h"
-#include "engine/components.h"
+#include "tessera/components.h"
 #include "guiders/guider.h"
 #include "models/text/clip_text_model.h"
 #include "models/text/clip_tokenizer.h"

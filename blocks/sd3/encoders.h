@@ -1,7 +1,7 @@
 #pragma once
 /// Stable Diffusion 3 / 3.5 encoder blocks: prompts → CLIP-L + CLIP-G + T5 embeddings; the image → VAE latents
 /// step of image2image.
-#include "engine/block.h"
+#include "tessera/block.h"
 
 namespace tessera {
 

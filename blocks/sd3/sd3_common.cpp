@@ -2,8 +2,8 @@
 
 #include "blocks/sd/sd_params.h"
 #include "blocks/sd3/sd3_params.h"
-#include "engine/components.h"
-#include "engine/error.h"
+#include "tessera/components.h"
+#include "tessera/error.h"
 #include "models/transformers/transformer_sd3.h"
 
 namespace tessera::sd3 {

@@ -5,7 +5,7 @@
 #include <string>
 #include <utility>
 
-#include "engine/state.h"
+#include "tessera/state.h"
 
 namespace tessera {
 class SD3Transformer2DModelImpl;

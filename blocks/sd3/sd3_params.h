@@ -2,7 +2,7 @@
 /// Inputs, outputs and components of the Stable Diffusion 3 / 3.5 blocks (sd3.*), declared once. What SD3 shares
 /// with SD/SDXL (prompt, negative_prompt, the embeddings, sizes, seed, latents, schedule) comes from
 /// blocks/sd/sd_params.h; the flow scheduler setup from blocks/common/flow_match.h.
-#include "engine/spec.h"
+#include "tessera/spec.h"
 
 namespace tessera::sd3 {
 

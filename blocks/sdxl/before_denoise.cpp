@@ -2,7 +2,7 @@
 
 #include "blocks/sd/sd_common.h"
 #include "blocks/sd/sd_params.h"
-#include "engine/components.h"
+#include "tessera/components.h"
 #include "models/unet/unet_2d_condition.h"
 
 namespace tessera {

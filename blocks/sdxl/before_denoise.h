@@ -1,6 +1,6 @@
 #pragma once
 /// SDXL micro-conditioning.
-#include "engine/block.h"
+#include "tessera/block.h"
 
 namespace tessera {
 

@@ -2,7 +2,7 @@
 
 #include "blocks/sd/sd_common.h"
 #include "blocks/sd/sd_params.h"
-#include "engine/components.h"
+#include "tessera/components.h"
 #include "guiders/guider.h"
 #include "models/text/clip_text_model.h"
 #include "models/text/clip_tokenizer.h"

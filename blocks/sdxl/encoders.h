@@ -1,6 +1,6 @@
 #pragma once
 /// SDXL's text encoder step: two CLIP encoders and tokenizers.
-#include "engine/block.h"
+#include "tessera/block.h"
 
 namespace tessera {
 

@@ -1,6 +1,6 @@
 #pragma once
 /// sdxl.*: the SDXL-specific blocks (two text encoders, micro-conditioning); the other stages are sd.* blocks.
-#include "engine/registry.h"
+#include "tessera/registry.h"
 
 namespace tessera {
 

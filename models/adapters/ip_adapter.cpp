@@ -7,8 +7,8 @@
 #include <filesystem>
 #include <set>
 
-#include "engine/error.h"
-#include "engine/registry.h"
+#include "tessera/error.h"
+#include "tessera/registry.h"
 #include "models/common/precision.h"
 #include "models/loading/skip_init.h"
 #include "models/loading/state_dict.h"

@@ -34,7 +34,7 @@
 #include <utility>
 #include <vector>
 
-#include "engine/components.h"
+#include "tessera/components.h"
 #include "models/common/transformer_2d.h"
 #include "models/vision/clip_image_processor.h"
 #include "models/vision/clip_vision_model.h"

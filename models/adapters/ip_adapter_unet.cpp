@@ -4,7 +4,7 @@
 
 #include <algorithm>
 
-#include "engine/error.h"
+#include "tessera/error.h"
 #include "models/unet/unet_2d_blocks.h"
 #include "models/unet/unet_2d_condition.h"
 

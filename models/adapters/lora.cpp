@@ -8,7 +8,7 @@
 #include <set>
 #include <sstream>
 
-#include "engine/error.h"
+#include "tessera/error.h"
 #include "engine/safetensors.h"
 #include "models/loading/ldm_names.h"
 #include "models/unet/unet_2d_condition.h"

@@ -31,7 +31,7 @@
 #include <nlohmann/json.hpp>
 #include <torch/nn/module.h>
 
-#include "engine/spec.h"
+#include "tessera/spec.h"
 
 namespace tessera {
 

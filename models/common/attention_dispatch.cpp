@@ -15,7 +15,7 @@
 #define TESSERA_HAS_SDPA 0
 #endif
 
-#include "engine/error.h"
+#include "tessera/error.h"
 #include "models/common/flash_attention.h"
 
 namespace tessera {

@@ -4,7 +4,7 @@
 
 #include <torch/torch.h>
 
-#include "engine/error.h"
+#include "tessera/error.h"
 #include "models/common/resnet.h"  // apply_activation, check_activation
 
 namespace tessera {

@@ -14,7 +14,7 @@
 #include <oneapi/dnnl/dnnl.h>
 #endif
 
-#include "engine/error.h"
+#include "tessera/error.h"
 
 namespace tessera {
 

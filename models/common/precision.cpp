@@ -1,7 +1,7 @@
 #include "models/common/precision.h"
 
-#include "engine/error.h"
-#include "engine/spec.h"
+#include "tessera/error.h"
+#include "tessera/spec.h"
 
 namespace tessera {
 

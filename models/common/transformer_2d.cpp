@@ -4,7 +4,7 @@
 
 #include <torch/torch.h>
 
-#include "engine/error.h"
+#include "tessera/error.h"
 #include "guiders/smoothed_energy_guidance.h"
 #include "models/common/precision.h"
 

@@ -2,8 +2,8 @@
 
 #include <torch/torch.h>
 
-#include "engine/error.h"
-#include "engine/registry.h"
+#include "tessera/error.h"
+#include "tessera/registry.h"
 #include "models/common/precision.h"
 #include "models/loading/component_factory.h"
 #include "models/loading/config_reader.h"

@@ -19,7 +19,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "engine/components.h"
+#include "tessera/components.h"
 #include "models/common/embeddings.h"
 #include "models/unet/unet_2d_condition.h"
 

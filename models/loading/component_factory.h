@@ -7,7 +7,7 @@
 /// model_compute_dtype (e.g. AutoencoderKL's force_upcast).
 #include <memory>
 
-#include "engine/components.h"
+#include "tessera/components.h"
 #include "models/adapters/lora.h"
 #include "models/common/precision.h"
 #include "models/loading/component_source.h"

@@ -2,8 +2,8 @@
 
 #include <filesystem>
 
-#include "engine/error.h"
-#include "engine/registry.h"
+#include "tessera/error.h"
+#include "tessera/registry.h"
 #include "models/adapters/ip_adapter.h"
 #include "models/loading/diffusers_folder.h"
 #include "models/loading/model_defaults.h"

@@ -11,7 +11,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "engine/spec.h"
+#include "tessera/spec.h"
 #include "models/loading/config_reader.h"
 #include "models/loading/state_dict.h"
 

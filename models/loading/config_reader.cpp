@@ -4,8 +4,8 @@
 
 #include <cmath>
 
-#include "engine/error.h"
-#include "engine/value.h"
+#include "tessera/error.h"
+#include "tessera/value.h"
 #include "models/loading/diffusers_folder.h"
 
 namespace tessera {

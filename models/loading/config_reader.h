@@ -16,7 +16,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "engine/value.h"
+#include "tessera/value.h"
 
 namespace tessera {
 

@@ -7,7 +7,7 @@
 #include <set>
 #include <sstream>
 
-#include "engine/error.h"
+#include "tessera/error.h"
 
 namespace fs = std::filesystem;
 

@@ -4,7 +4,7 @@
 #include <cstdlib>
 #include <filesystem>
 
-#include "engine/error.h"
+#include "tessera/error.h"
 
 // Both are set by models/CMakeLists.txt; the fallbacks keep the file compilable on its own.
 #ifndef TESSERA_DEFAULTS_SOURCE_DIR

@@ -6,7 +6,7 @@
 #include <mutex>
 #include <sstream>
 
-#include "engine/error.h"
+#include "tessera/error.h"
 #include "engine/safetensors.h"
 #include "models/controlnets/controlnet_model.h"
 #include "models/loading/config_reader.h"

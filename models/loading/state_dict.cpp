@@ -5,7 +5,7 @@
 #include <memory>
 #include <sstream>
 
-#include "engine/error.h"
+#include "tessera/error.h"
 #include "engine/safetensors.h"
 
 namespace tessera {

@@ -15,7 +15,7 @@
 #include <unordered_map>
 #include <vector>
 
-#include "engine/error.h"
+#include "tessera/error.h"
 
 // Storage records hold the saving machine's byte order; torch >= 2.1 says which in a "byteorder" record.
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "torch checkpoint reading assumes a little-endian host");

@@ -6,9 +6,9 @@
 #include <filesystem>
 #include <limits>
 
-#include "engine/error.h"
-#include "engine/registry.h"
-#include "engine/value.h"
+#include "tessera/error.h"
+#include "tessera/registry.h"
+#include "tessera/value.h"
 #include "models/common/attention_dispatch.h"
 #include "models/common/precision.h"
 #include "models/adapters/lora.h"

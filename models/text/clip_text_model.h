@@ -19,7 +19,7 @@
 #include <string>
 #include <vector>
 
-#include "engine/components.h"
+#include "tessera/components.h"
 
 namespace tessera {
 

@@ -29,7 +29,7 @@
 #include <utility>
 #include <vector>
 
-#include "engine/components.h"
+#include "tessera/components.h"
 
 namespace tessera {
 

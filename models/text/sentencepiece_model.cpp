@@ -5,7 +5,7 @@
 #include <filesystem>
 #include <mutex>
 
-#include "engine/error.h"
+#include "tessera/error.h"
 
 namespace tessera {
 

@@ -5,9 +5,9 @@
 #include <cmath>
 #include <limits>
 
-#include "engine/error.h"
-#include "engine/registry.h"
-#include "engine/value.h"
+#include "tessera/error.h"
+#include "tessera/registry.h"
+#include "tessera/value.h"
 #include "models/common/attention_dispatch.h"
 #include "models/common/precision.h"
 #include "models/loading/config_reader.h"

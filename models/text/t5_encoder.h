@@ -21,7 +21,7 @@
 #include <string>
 #include <vector>
 
-#include "engine/components.h"
+#include "tessera/components.h"
 
 namespace tessera {
 

@@ -26,7 +26,7 @@
 #include <unordered_map>
 #include <vector>
 
-#include "engine/components.h"
+#include "tessera/components.h"
 
 namespace tessera {
 

@@ -6,8 +6,8 @@
 
 #include <torch/torch.h>
 
-#include "engine/error.h"
-#include "engine/registry.h"
+#include "tessera/error.h"
+#include "tessera/registry.h"
 #include "guiders/smoothed_energy_guidance.h"
 #include "models/common/precision.h"
 #include "models/loading/component_factory.h"

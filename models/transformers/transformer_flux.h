@@ -29,7 +29,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "engine/components.h"
+#include "tessera/components.h"
 #include "guiders/layer_hooks.h"
 #include "models/common/attention_dispatch.h"
 #include "models/common/embeddings.h"

@@ -21,7 +21,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "engine/components.h"
+#include "tessera/components.h"
 #include "guiders/layer_hooks.h"
 #include "models/common/embeddings.h"
 #include "models/common/normalization.h"

@@ -6,8 +6,8 @@
 
 #include <torch/torch.h>
 
-#include "engine/error.h"
-#include "engine/registry.h"
+#include "tessera/error.h"
+#include "tessera/registry.h"
 #include "models/common/precision.h"
 #include "models/common/resnet.h"
 #include "models/common/transformer_2d.h"

@@ -20,7 +20,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "engine/components.h"
+#include "tessera/components.h"
 #include "guiders/layer_hooks.h"
 #include "models/common/embeddings.h"
 #include "models/unet/unet_2d_blocks.h"

@@ -5,8 +5,8 @@
 #include <algorithm>
 #include <functional>
 
-#include "engine/error.h"
-#include "engine/registry.h"
+#include "tessera/error.h"
+#include "tessera/registry.h"
 #include "models/loading/component_factory.h"
 #include "models/loading/skip_init.h"
 #include "models/loading/config_reader.h"

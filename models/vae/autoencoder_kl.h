@@ -18,7 +18,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "engine/components.h"
+#include "tessera/components.h"
 #include "models/vae/vae.h"
 
 namespace tessera {

@@ -2,7 +2,7 @@
 
 #include <torch/torch.h>
 
-#include "engine/error.h"
+#include "tessera/error.h"
 #include "models/common/precision.h"
 #include "models/common/resnet.h"
 

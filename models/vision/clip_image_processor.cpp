@@ -4,7 +4,7 @@
 #include <cmath>
 #include <filesystem>
 
-#include "engine/error.h"
+#include "tessera/error.h"
 #include "models/loading/config_reader.h"
 
 namespace tessera {

@@ -4,8 +4,8 @@
 
 #include <cmath>
 
-#include "engine/error.h"
-#include "engine/registry.h"
+#include "tessera/error.h"
+#include "tessera/registry.h"
 #include "models/common/precision.h"
 #include "models/loading/config_reader.h"
 #include "models/loading/diffusers_folder.h"

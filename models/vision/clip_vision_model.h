@@ -21,7 +21,7 @@
 #include <string>
 #include <vector>
 
-#include "engine/components.h"
+#include "tessera/components.h"
 #include "models/text/clip_text_model.h"
 
 namespace tessera {

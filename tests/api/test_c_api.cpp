@@ -11,11 +11,11 @@
 #include <tessera/builtins.h>
 #include <tessera/tessera.h>
 
-#include "engine/image_io.h"
-#include "engine/pipeline.h"
-#include "engine/plugin.h"
-#include "engine/recipe.h"
-#include "engine/registry.h"
+#include "tessera/image_io.h"
+#include "tessera/pipeline.h"
+#include "tessera/plugin.h"
+#include "tessera/recipe.h"
+#include "tessera/registry.h"
 
 namespace fs = std::filesystem;
 using Catch::Matchers::Contains;

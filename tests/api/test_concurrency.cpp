@@ -1,4 +1,4 @@
-// The concurrency contract of engine/components.h: a component loads once when two threads first ask for it at
+// The concurrency contract of include/tessera/components.h: a component loads once when two threads first ask for it at
 // the same time; models are shared between pipelines on one manager, schedulers are per pipeline; two pipelines
 // run at the same time on one manager and draw what they draw alone.
 #include <catch2/catch.hpp>
@@ -10,11 +10,11 @@
 
 #include <tessera/builtins.h>
 
-#include "engine/components.h"
-#include "engine/error.h"
-#include "engine/pipeline.h"
-#include "engine/recipe.h"
-#include "engine/registry.h"
+#include "tessera/components.h"
+#include "tessera/error.h"
+#include "tessera/pipeline.h"
+#include "tessera/recipe.h"
+#include "tessera/registry.h"
 
 using namespace tessera;
 

@@ -5,9 +5,9 @@
 #include <catch2/catch.hpp>
 
 #include "blocks/register.h"
-#include "engine/block.h"
-#include "engine/components.h"
-#include "engine/registry.h"
+#include "tessera/block.h"
+#include "tessera/components.h"
+#include "tessera/registry.h"
 
 using namespace tessera;
 using Catch::Matchers::Contains;

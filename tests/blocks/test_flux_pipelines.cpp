@@ -9,9 +9,9 @@
 #include <tessera/builtins.h>
 
 #include "blocks/flux/flux_common.h"
-#include "engine/pipeline.h"
-#include "engine/recipe.h"
-#include "engine/registry.h"
+#include "tessera/pipeline.h"
+#include "tessera/recipe.h"
+#include "tessera/registry.h"
 #include "tools/parity/parity.h"
 
 using namespace tessera;

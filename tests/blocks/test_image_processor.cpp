@@ -5,7 +5,7 @@
 #include <vector>
 
 #include "blocks/common/image_processor.h"
-#include "engine/error.h"
+#include "tessera/error.h"
 
 using namespace tessera;
 using Catch::Matchers::Contains;

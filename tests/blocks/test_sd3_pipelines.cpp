@@ -10,9 +10,9 @@
 #include <tessera/builtins.h>
 
 #include "engine/checkpoint.h"
-#include "engine/pipeline.h"
-#include "engine/recipe.h"
-#include "engine/registry.h"
+#include "tessera/pipeline.h"
+#include "tessera/recipe.h"
+#include "tessera/registry.h"
 #include "tools/parity/parity.h"
 #include "tools/parity/pipeline_cases.h"
 #include "tools/parity/sd3_pipeline_cases.h"

@@ -8,9 +8,9 @@
 #include <tessera/builtins.h>
 
 #include "engine/checkpoint.h"
-#include "engine/pipeline.h"
-#include "engine/recipe.h"
-#include "engine/registry.h"
+#include "tessera/pipeline.h"
+#include "tessera/recipe.h"
+#include "tessera/registry.h"
 
 using namespace tessera;
 using Catch::Matchers::Contains;

@@ -3,8 +3,8 @@
 
 #include <tessera/builtins.h>
 
-#include "engine/pipeline.h"
-#include "engine/registry.h"
+#include <tessera/pipeline.h>
+#include <tessera/registry.h>
 
 int main(int argc, char** argv) {
   if (argc != 2) {

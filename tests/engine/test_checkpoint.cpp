@@ -8,11 +8,11 @@
 #include <filesystem>
 #include <fstream>
 
-#include "engine/block.h"
+#include "tessera/block.h"
 #include "engine/checkpoint.h"
-#include "engine/components.h"
-#include "engine/error.h"
-#include "engine/registry.h"
+#include "tessera/components.h"
+#include "tessera/error.h"
+#include "tessera/registry.h"
 #include "engine/safetensors.h"
 
 namespace fs = std::filesystem;

@@ -1,9 +1,9 @@
 // Values, specs, state and the block kinds' aggregation and execution rules (ARCHITECTURE.md §2–3).
 #include <catch2/catch.hpp>
 
-#include "engine/block.h"
-#include "engine/components.h"
-#include "engine/registry.h"
+#include "tessera/block.h"
+#include "tessera/components.h"
+#include "tessera/registry.h"
 #include "tests/support/test_blocks.h"
 
 using namespace tessera;

@@ -1,4 +1,4 @@
-// PNG output and input (engine/image_io.h): quantisation, text chunks, atomic writes, every PNG colour
+// PNG output and input (include/tessera/image_io.h): quantisation, text chunks, atomic writes, every PNG colour
 // type, and untrusted files. Test PNGs are assembled byte by byte below (stored deflate, CRC-32), so the
 // reader is checked against files that Tessera's writer did not produce.
 #include <stdlib.h>
@@ -10,8 +10,8 @@
 #include <iterator>
 #include <limits>
 
-#include "engine/error.h"
-#include "engine/image_io.h"
+#include "tessera/error.h"
+#include "tessera/image_io.h"
 
 using namespace tessera;
 using Catch::Matchers::Contains;

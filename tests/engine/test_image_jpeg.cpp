@@ -1,4 +1,4 @@
-// JPEG input (engine/image_io.h read_image): baseline and progressive, grayscale and CMYK conversion to
+// JPEG input (include/tessera/image_io.h read_image): baseline and progressive, grayscale and CMYK conversion to
 // RGB as PIL's convert("RGB"), and untrusted files. Test JPEGs are encoded here with libjpeg's compressor
 // into a temporary directory (no binary fixtures).
 #include <stdlib.h>
@@ -13,8 +13,8 @@
 #include <iterator>
 #include <vector>
 
-#include "engine/error.h"
-#include "engine/image_io.h"
+#include "tessera/error.h"
+#include "tessera/image_io.h"
 
 using namespace tessera;
 using Catch::Matchers::Contains;

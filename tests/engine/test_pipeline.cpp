@@ -5,7 +5,7 @@
 
 #include <unistd.h>
 
-#include "engine/pipeline.h"
+#include "tessera/pipeline.h"
 #include "tests/support/test_blocks.h"
 
 using namespace tessera;

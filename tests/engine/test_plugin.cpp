@@ -4,11 +4,11 @@
 
 #include <filesystem>
 
-#include "engine/block.h"
-#include "engine/components.h"
-#include "engine/plugin.h"
-#include "engine/plugin_abi.h"
-#include "engine/registry.h"
+#include "tessera/block.h"
+#include "tessera/components.h"
+#include "tessera/plugin.h"
+#include "tessera/plugin_abi.h"
+#include "tessera/registry.h"
 
 #if !defined(TESSERA_SAMPLE_PLUGIN) || !defined(TESSERA_BAD_ABI_PLUGIN)
 #error "test_plugin.cpp needs the plugin paths from tests/plugins/tests.cmake (tessera_wire_test_plugins)"

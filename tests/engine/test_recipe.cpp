@@ -5,7 +5,7 @@
 #include <filesystem>
 #include <fstream>
 
-#include "engine/recipe.h"
+#include "tessera/recipe.h"
 
 using namespace tessera;
 using Catch::Matchers::Contains;

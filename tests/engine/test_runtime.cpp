@@ -8,8 +8,8 @@
 #include <string>
 #include <tuple>
 
-#include "engine/runtime.h"
-#include "engine/spec.h"
+#include "tessera/runtime.h"
+#include "tessera/spec.h"
 
 using namespace tessera;
 

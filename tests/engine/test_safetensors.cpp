@@ -9,7 +9,7 @@
 #include <fstream>
 #include <string>
 
-#include "engine/error.h"
+#include "tessera/error.h"
 #include "engine/safetensors.h"
 
 namespace fs = std::filesystem;

@@ -9,10 +9,10 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
-#include "engine/block.h"
-#include "engine/components.h"
-#include "engine/registry.h"
-#include "engine/error.h"
+#include "tessera/block.h"
+#include "tessera/components.h"
+#include "tessera/registry.h"
+#include "tessera/error.h"
 #include "engine/op_profile.h"
 #include "engine/trace.h"
 

@@ -5,7 +5,7 @@
 #include <filesystem>
 #include <fstream>
 
-#include "engine/error.h"
+#include "tessera/error.h"
 #include "guiders/adaptive_projected_guidance.h"
 #include "guiders/adaptive_projected_mix_guidance.h"
 #include "guiders/auto_guidance.h"

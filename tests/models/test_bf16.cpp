@@ -8,10 +8,10 @@
 #include <cstdio>
 #include <string>
 
-#include "engine/components.h"
-#include "engine/error.h"
-#include "engine/registry.h"
-#include "engine/runtime.h"
+#include "tessera/components.h"
+#include "tessera/error.h"
+#include "tessera/registry.h"
+#include "tessera/runtime.h"
 #include "engine/safetensors.h"
 #include "models/register.h"
 #include "models/text/clip_text_model.h"

@@ -4,8 +4,8 @@
 #include <filesystem>
 #include <fstream>
 
-#include "engine/error.h"
-#include "engine/registry.h"
+#include "tessera/error.h"
+#include "tessera/registry.h"
 #include "engine/safetensors.h"
 #include "models/common/attention_dispatch.h"
 #include "models/loading/diffusers_folder.h"

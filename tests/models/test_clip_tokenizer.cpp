@@ -7,7 +7,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "engine/error.h"
+#include "tessera/error.h"
 #include "engine/safetensors.h"
 #include "models/loading/diffusers_folder.h"
 #include "models/text/clip_tokenizer.h"

@@ -11,8 +11,8 @@
 
 #include <nlohmann/json.hpp>
 
-#include "engine/error.h"
-#include "engine/registry.h"
+#include "tessera/error.h"
+#include "tessera/registry.h"
 #include "engine/safetensors.h"
 #include "models/controlnets/controlnet_model.h"
 #include "models/loading/component_source.h"

@@ -6,7 +6,7 @@
 
 #include <cmath>
 
-#include "engine/error.h"
+#include "tessera/error.h"
 #include "models/common/embeddings.h"
 #include "models/common/feed_forward.h"
 #include "models/common/normalization.h"

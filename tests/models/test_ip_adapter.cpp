@@ -15,7 +15,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "engine/error.h"
+#include "tessera/error.h"
 #include "engine/safetensors.h"
 #include "models/adapters/ip_adapter.h"
 #include "models/adapters/ip_adapter_unet.h"

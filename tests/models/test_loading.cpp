@@ -8,7 +8,7 @@
 #include <fstream>
 #include <random>
 
-#include "engine/error.h"
+#include "tessera/error.h"
 #include "engine/safetensors.h"
 #include "models/loading/config_reader.h"
 #include "models/loading/diffusers_folder.h"

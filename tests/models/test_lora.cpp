@@ -8,7 +8,7 @@
 #include <filesystem>
 #include <random>
 
-#include "engine/error.h"
+#include "tessera/error.h"
 #include "engine/safetensors.h"
 #include "models/adapters/lora.h"
 #include "models/loading/diffusers_folder.h"

@@ -9,7 +9,7 @@
 #include <random>
 #include <set>
 
-#include "engine/error.h"
+#include "tessera/error.h"
 #include "engine/safetensors.h"
 #include "models/loading/config_reader.h"
 #include "models/loading/diffusers_folder.h"

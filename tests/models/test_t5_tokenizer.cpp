@@ -9,8 +9,8 @@
 
 #include <nlohmann/json.hpp>
 
-#include "engine/error.h"
-#include "engine/registry.h"
+#include "tessera/error.h"
+#include "tessera/registry.h"
 #include "models/loading/diffusers_folder.h"
 #include "models/register.h"
 #include "models/text/t5_tokenizer.h"

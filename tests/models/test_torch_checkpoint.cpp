@@ -15,7 +15,7 @@
 #include <random>
 #include <tuple>
 
-#include "engine/error.h"
+#include "tessera/error.h"
 #include "models/loading/state_dict.h"
 #include "models/loading/torch_checkpoint.h"
 

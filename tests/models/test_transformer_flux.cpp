@@ -9,8 +9,8 @@
 #include <random>
 #include <sstream>
 
-#include "engine/error.h"
-#include "engine/registry.h"
+#include "tessera/error.h"
+#include "tessera/registry.h"
 #include "engine/safetensors.h"
 #include "models/loading/config_reader.h"
 #include "models/loading/state_dict.h"

@@ -9,8 +9,8 @@
 #include <sstream>
 #include <string>
 
-#include "engine/error.h"
-#include "engine/registry.h"
+#include "tessera/error.h"
+#include "tessera/registry.h"
 #include "engine/safetensors.h"
 #include "models/common/patch_embed.h"
 #include "models/loading/config_reader.h"

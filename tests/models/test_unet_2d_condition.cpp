@@ -5,8 +5,8 @@
 
 #include <string>
 
-#include "engine/error.h"
-#include "engine/registry.h"
+#include "tessera/error.h"
+#include "tessera/registry.h"
 #include "engine/safetensors.h"
 #include "models/common/transformer_2d.h"
 #include "models/unet/unet_2d_condition.h"

@@ -3,7 +3,7 @@
 // so building them costs little.
 #include <stdexcept>
 
-#include "engine/plugin_abi.h"
+#include "tessera/plugin_abi.h"
 
 #define BAD_NO_ENTRY 1
 #define BAD_ABI 2

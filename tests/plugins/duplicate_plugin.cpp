@@ -1,7 +1,7 @@
 // A plugin that registers 'sample.affine', which the sample plugin registers too: the second one to load
 // must fail with an error naming both files.
-#include "engine/plugin_abi.h"
-#include "engine/registry.h"
+#include "tessera/plugin_abi.h"
+#include "tessera/registry.h"
 
 namespace {
 

@@ -1,7 +1,7 @@
 #pragma once
 /// Small real blocks and components for engine tests: the engine is the thing under test, these
 /// blocks do simple arithmetic so that every rule has an observable effect.
-#include "engine/registry.h"
+#include "tessera/registry.h"
 
 namespace tessera::test {
 

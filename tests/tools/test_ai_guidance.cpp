@@ -443,7 +443,7 @@ TEST_CASE("the guidance checker catches names that do not exist", "[cli][ai]") {
   CHECK_THAT(joined(problems), Catch::Matchers::Contains("no_such_label"));
 
   const std::string right =
-      "Read `engine/registry.h`, run `tessera -q run recipes/sd/auto.yaml --set seed=1 --checkpoint "
+      "Read `include/tessera/registry.h`, run `tessera -q run recipes/sd/auto.yaml --set seed=1 --checkpoint "
       "text_encoder:save --out x.png`, `tessera blocks show sd.prepare_latents`, `tessera parity --manifest "
       "tests/fixtures/parity/manifest.json --filter \"^sched_\"`; call `register_builtin_blocks`, "
       "`InputParam::from_template`, `add_block_class<T>`; use `sd.prepare_latents`; `make test`; `--checkpoint`; "

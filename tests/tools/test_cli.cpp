@@ -11,7 +11,7 @@
 #include <regex>
 #include <sstream>
 
-#include "engine/image_io.h"
+#include "tessera/image_io.h"
 #include "engine/safetensors.h"
 #include "tests/support/cli.h"
 

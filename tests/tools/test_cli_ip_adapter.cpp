@@ -7,7 +7,7 @@
 
 #include <ATen/ATen.h>
 
-#include "engine/image_io.h"
+#include "tessera/image_io.h"
 #include "engine/safetensors.h"
 #include "tests/support/cli.h"
 

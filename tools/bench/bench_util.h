@@ -33,13 +33,21 @@ inline double time_ms(const std::function<void()>& fn) {
   return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
 }
 
+/// The median of sorted values as Python's statistics.median (the diffusers scripts' figure): the mean of the two
+/// middle values for an even count.
+inline double median_sorted(const std::vector<double>& sorted) {
+  const size_t n = sorted.size();
+  if (n == 0) return 0.0;
+  return n % 2 ? sorted[n / 2] : 0.5 * (sorted[n / 2 - 1] + sorted[n / 2]);
+}
+
 /// The median wall time of `runs` calls of `fn` after one warm-up call, in ms.
 inline double median_ms(int runs, const std::function<void()>& fn) {
   fn();  // warm-up
   std::vector<double> ms;
   for (int r = 0; r < runs; ++r) ms.push_back(time_ms(fn));
   std::sort(ms.begin(), ms.end());
-  return ms[ms.size() / 2];
+  return median_sorted(ms);
 }
 
 }  // namespace tessera::bench

@@ -14,7 +14,7 @@
 
 #include <torch/torch.h>
 
-#include "engine/runtime.h"
+#include "tessera/runtime.h"
 
 using namespace tessera;
 

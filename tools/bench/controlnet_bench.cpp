@@ -20,7 +20,7 @@
 
 #include <torch/torch.h>
 
-#include "engine/runtime.h"
+#include "tessera/runtime.h"
 #include "models/controlnets/controlnet_model.h"
 #include "models/loading/config_reader.h"
 #include "models/unet/unet_2d_condition.h"

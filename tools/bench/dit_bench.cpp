@@ -43,7 +43,7 @@
 #include "tools/bench/flop_counter.h"
 #include "engine/op_profile.h"
 #include "tools/bench/random_weights.h"
-#include "engine/runtime.h"
+#include "tessera/runtime.h"
 #include "models/common/attention_dispatch.h"
 #include "models/transformers/transformer_flux.h"
 #include "models/transformers/transformer_sd3.h"

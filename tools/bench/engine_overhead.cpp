@@ -6,9 +6,9 @@
 //   tessera_bench_engine --benchmark_repetitions=3 --benchmark_report_aggregates_only=true
 #include <benchmark/benchmark.h>
 
-#include "engine/block.h"
-#include "engine/components.h"
-#include "engine/registry.h"
+#include "tessera/block.h"
+#include "tessera/components.h"
+#include "tessera/registry.h"
 
 using namespace tessera;
 

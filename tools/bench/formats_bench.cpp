@@ -22,9 +22,9 @@
 
 #include <torch/torch.h>
 
-#include "engine/components.h"
-#include "engine/registry.h"
-#include "engine/runtime.h"
+#include "tessera/components.h"
+#include "tessera/registry.h"
+#include "tessera/runtime.h"
 #include "engine/safetensors.h"
 #include "models/adapters/lora.h"
 #include "models/loading/config_reader.h"

@@ -18,7 +18,7 @@
 
 #include <torch/torch.h>
 
-#include "engine/runtime.h"
+#include "tessera/runtime.h"
 #include "models/adapters/ip_adapter.h"
 #include "models/adapters/ip_adapter_unet.h"
 #include "models/unet/unet_2d_condition.h"

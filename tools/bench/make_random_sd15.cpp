@@ -30,7 +30,7 @@
 
 #include "tools/bench/bench_util.h"
 #include "tools/bench/sd15_configs.h"
-#include "engine/runtime.h"
+#include "tessera/runtime.h"
 #include "engine/safetensors.h"
 #include "models/loading/config_reader.h"
 #include "models/text/clip_text_model.h"

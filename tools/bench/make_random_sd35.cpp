@@ -40,7 +40,7 @@
 #include "tools/bench/bench_util.h"
 #include "tools/bench/dit_configs.h"
 #include "tools/bench/random_weights.h"
-#include "engine/runtime.h"
+#include "tessera/runtime.h"
 #include "engine/safetensors.h"
 #include "models/loading/config_reader.h"
 #include "models/loading/skip_init.h"

@@ -40,11 +40,11 @@
 #include <tessera/builtins.h>
 
 #include "tools/bench/bench_util.h"
-#include "engine/error.h"
-#include "engine/pipeline.h"
-#include "engine/recipe.h"
-#include "engine/registry.h"
-#include "engine/runtime.h"
+#include "tessera/error.h"
+#include "tessera/pipeline.h"
+#include "tessera/recipe.h"
+#include "tessera/registry.h"
+#include "tessera/runtime.h"
 #include "models/unet/unet_2d_condition.h"
 
 using namespace tessera;

@@ -24,7 +24,7 @@
 #include "tools/bench/flop_counter.h"
 #include "engine/op_profile.h"
 #include "tools/bench/sd15_configs.h"
-#include "engine/runtime.h"
+#include "tessera/runtime.h"
 #include "models/common/attention_dispatch.h"
 #include "models/unet/unet_2d_condition.h"
 
@@ -85,7 +85,7 @@ int main(int argc, char** argv) {
     ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - s).count());
   }
   std::sort(ms.begin(), ms.end());
-  const double median = ms[ms.size() / 2];
+  const double median = median_sorted(ms);
   int64_t params = 0;
   for (const auto& p : unet->parameters()) params += p.numel();
   std::printf("SD1.5 UNet2DConditionModel, batch 2, %lldx%lld latent, %s, %d threads, %.0f M params (built in %.1f s)\n",

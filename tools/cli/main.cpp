@@ -16,13 +16,13 @@
 
 #include "engine/checkpoint.h"
 #include "engine/docs.h"
-#include "engine/image_io.h"
+#include "tessera/image_io.h"
 #include "engine/op_profile.h"
-#include "engine/pipeline.h"
-#include "engine/plugin.h"
-#include "engine/runtime.h"
+#include "tessera/pipeline.h"
+#include "tessera/plugin.h"
+#include "tessera/runtime.h"
 #include "engine/trace.h"
-#include "engine/version.h"
+#include "tessera/version.h"
 #include "models/common/attention_dispatch.h"
 #include "tools/cli/progress.h"
 #include "tools/parity/parity.h"
@@ -426,7 +426,7 @@ int main(int argc, char** argv) {
 
   spdlog::set_level(g.quiet ? spdlog::level::warn : g.verbose ? spdlog::level::debug : spdlog::level::info);
   spdlog::set_pattern("[%l] %v");
-  const BlasSelection blas = select_blas_core();  // float32 matmul at the CPU's speed (see engine/runtime.h)
+  const BlasSelection blas = select_blas_core();  // float32 matmul at the CPU's speed (see include/tessera/runtime.h)
   spdlog::debug("BLAS: {}", blas.reason);
   configure_threads(g.threads);
   set_default_attention_backend(*attention_backend_from_name(g.attention));

@@ -4,7 +4,7 @@
 #include <csignal>
 #include <cstring>
 
-#include "engine/error.h"
+#include "tessera/error.h"
 
 namespace tessera::cli {
 

@@ -12,7 +12,7 @@
 #include <cstdio>
 #include <string>
 
-#include "engine/block.h"
+#include "tessera/block.h"
 
 namespace tessera::cli {
 

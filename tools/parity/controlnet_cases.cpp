@@ -5,7 +5,7 @@
 
 #include <torch/torch.h>
 
-#include "engine/error.h"
+#include "tessera/error.h"
 #include "models/controlnets/controlnet_model.h"
 #include "models/unet/unet_2d_condition.h"
 #include "tools/parity/component_cases.h"

@@ -4,7 +4,7 @@
 
 #include <torch/torch.h>
 
-#include "engine/error.h"
+#include "tessera/error.h"
 #include "models/transformers/transformer_flux.h"
 #include "tools/parity/component_cases.h"
 

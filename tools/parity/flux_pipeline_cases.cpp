@@ -4,9 +4,9 @@
 #include <filesystem>
 #include <set>
 
-#include "engine/block.h"
-#include "engine/pipeline.h"
-#include "engine/recipe.h"
+#include "tessera/block.h"
+#include "tessera/pipeline.h"
+#include "tessera/recipe.h"
 #include "schedulers/scheduler.h"
 #include "tools/parity/pipeline_cases.h"
 

@@ -7,7 +7,7 @@
 
 #include <torch/torch.h>
 
-#include "engine/error.h"
+#include "tessera/error.h"
 #include "models/adapters/lora.h"
 #include "models/loading/diffusers_folder.h"
 #include "models/loading/single_file.h"

@@ -1,7 +1,7 @@
 // The "guider" case kind: replays diffusers.guiders on golden predictions (see the parity README).
 #include "tools/parity/guider_cases.h"
 
-#include "engine/error.h"
+#include "tessera/error.h"
 #include "engine/safetensors.h"
 #include "guiders/register.h"
 

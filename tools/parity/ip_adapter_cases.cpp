@@ -7,7 +7,7 @@
 
 #include <torch/torch.h>
 
-#include "engine/error.h"
+#include "tessera/error.h"
 #include "models/adapters/ip_adapter.h"
 #include "models/adapters/ip_adapter_unet.h"
 #include "models/unet/unet_2d_condition.h"

@@ -11,7 +11,7 @@
 
 #include <spdlog/spdlog.h>
 
-#include "engine/error.h"
+#include "tessera/error.h"
 #include "engine/safetensors.h"
 #include "schedulers/scheduler.h"
 

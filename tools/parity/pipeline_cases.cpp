@@ -9,9 +9,9 @@
 
 #include <tessera/builtins.h>
 
-#include "engine/pipeline.h"
-#include "engine/recipe.h"
-#include "engine/registry.h"
+#include "tessera/pipeline.h"
+#include "tessera/recipe.h"
+#include "tessera/registry.h"
 #include "tools/parity/component_cases.h"
 
 namespace fs = std::filesystem;

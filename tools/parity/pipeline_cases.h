@@ -5,8 +5,8 @@
 /// latents, the latents after every step (step callbacks), and the text embeddings the case records.
 #include <string>
 
-#include "engine/registry.h"
-#include "engine/value.h"
+#include "tessera/registry.h"
+#include "tessera/value.h"
 #include "tools/parity/parity.h"
 
 namespace tessera {

@@ -6,7 +6,7 @@
 
 #include <torch/torch.h>
 
-#include "engine/error.h"
+#include "tessera/error.h"
 #include "models/loading/diffusers_folder.h"
 #include "models/text/t5_encoder.h"
 #include "models/text/t5_tokenizer.h"

@@ -6,7 +6,7 @@
 
 #include <torch/torch.h>
 
-#include "engine/error.h"
+#include "tessera/error.h"
 #include "models/vae/autoencoder_kl.h"
 #include "tools/parity/component_cases.h"
 

@@ -1,7 +1,7 @@
 // The sample plugin: two small tensor blocks registered through TESSERA_PLUGIN. The engine tests load it;
 // it is also the template for a plugin of your own (copy this folder, rename the ids and the target).
-#include "engine/plugin_abi.h"
-#include "engine/registry.h"
+#include <tessera/plugin_abi.h>
+#include <tessera/registry.h>
 
 namespace sample {
 

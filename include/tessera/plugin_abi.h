@@ -1,11 +1,11 @@
 #pragma once
 /// The plugin handshake, as plain C so the layout is fixed by the platform ABI rather than by a compiler:
 /// a plugin exports one `extern "C"` function, `tessera_plugin_entry`, returning a TesseraPluginInfo.
-/// The loader (engine/plugin.h) reads `abi_version` first and nothing else until it matches, so a later
+/// The loader (include/tessera/plugin.h) reads `abi_version` first and nothing else until it matches, so a later
 /// ABI may change every other field. Plugin authors use the C++ macro at the end:
 ///
-///   #include "engine/plugin_abi.h"
-///   #include "engine/registry.h"
+///   #include <tessera/plugin_abi.h>
+///   #include <tessera/registry.h>
 ///   static void register_my_blocks(tessera::Registry& r) { tessera::add_block_type<MyStep>(r, "my.step", "…"); }
 ///   TESSERA_PLUGIN("my_blocks", register_my_blocks)
 ///
@@ -14,7 +14,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#include "engine/version.h"
+#include <tessera/version.h>
 
 #ifndef TESSERA_PLUGIN_ABI_VERSION
 /// Normally a compile definition of tessera_engine (CMake's TESSERA_PLUGIN_ABI_VERSION); this fallback keeps

@@ -7,9 +7,9 @@
 #include <string>
 #include <vector>
 
-#include "engine/error.h"
-#include "engine/spec.h"
-#include "engine/state.h"
+#include <tessera/error.h>
+#include <tessera/spec.h>
+#include <tessera/state.h>
 
 namespace tessera {
 

@@ -5,8 +5,8 @@
 #include <string>
 #include <vector>
 
-#include "engine/spec.h"
-#include "engine/value.h"
+#include <tessera/spec.h>
+#include <tessera/value.h>
 
 namespace tessera {
 

@@ -8,8 +8,8 @@
 #include <string>
 #include <vector>
 
-#include "engine/error.h"
-#include "engine/spec.h"
+#include <tessera/error.h>
+#include <tessera/spec.h>
 
 namespace tessera {
 

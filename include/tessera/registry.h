@@ -8,8 +8,8 @@
 #include <string>
 #include <vector>
 
-#include "engine/block.h"
-#include "engine/components.h"
+#include <tessera/block.h>
+#include <tessera/components.h>
 
 namespace tessera {
 

@@ -5,7 +5,7 @@
 #include <string>
 #include <vector>
 
-#include "engine/value.h"
+#include <tessera/value.h>
 
 namespace tessera {
 

@@ -1,6 +1,6 @@
 #pragma once
 /// Loading plugins: shared libraries that register block, component and selector types into a Registry
-/// through the C handshake of engine/plugin_abi.h. Libraries are opened RTLD_NOW | RTLD_LOCAL (missing
+/// through the C handshake of include/tessera/plugin_abi.h. Libraries are opened RTLD_NOW | RTLD_LOCAL (missing
 /// symbols fail at load, not mid-run; two plugins' internal symbols never collide) and never unloaded,
 /// because the registry keeps factories and vtables that point into them.
 ///
@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "engine/error.h"
+#include <tessera/error.h>
 
 namespace tessera {
 

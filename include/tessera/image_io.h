@@ -13,7 +13,7 @@
 #include <utility>
 #include <vector>
 
-#include "engine/value.h"
+#include <tessera/value.h>
 
 namespace tessera {
 

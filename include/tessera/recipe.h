@@ -7,10 +7,10 @@
 #include <string>
 #include <vector>
 
-#include "engine/block.h"
-#include "engine/error.h"
-#include "engine/spec.h"
-#include "engine/value.h"
+#include <tessera/block.h>
+#include <tessera/error.h>
+#include <tessera/spec.h>
+#include <tessera/value.h>
 
 namespace tessera {
 

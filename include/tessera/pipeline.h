@@ -7,10 +7,10 @@
 #include <string>
 #include <vector>
 
-#include "engine/block.h"
-#include "engine/components.h"
-#include "engine/recipe.h"
-#include "engine/registry.h"
+#include <tessera/block.h>
+#include <tessera/components.h>
+#include <tessera/recipe.h>
+#include <tessera/registry.h>
 
 namespace tessera {
 
