@@ -9,7 +9,6 @@
 namespace tessera {
 
 void register_builtins(Registry& registry) {
-  register_builtin_engine(registry);
   register_builtin_blocks(registry);
   register_builtin_schedulers(registry);
   register_builtin_guiders(registry);

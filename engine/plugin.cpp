@@ -165,7 +165,8 @@ LoadedPlugin load_plugin(const std::string& path, Registry& registry) {
   }
   if (status != 0) {
     // Undo a half-finished registration: only what this call added.
-    registry.remove(added(blocks_before, registry.block_ids()), added(components_before, registry.component_types()));
+    registry.remove(added(blocks_before, registry.block_ids()), added(components_before, registry.component_types()),
+                    added(selectors_before, registry.selector_ids()));
     message[sizeof message - 1] = '\0';
     std::string why = message[0] ? message : "it returned an error without a message";
     // Tessera errors thrown inside the plugin (a duplicate id) arrive formatted; this error says the kind already.

@@ -59,9 +59,11 @@ void Registry::add_selector(Selector selector) {
   selectors_.emplace(selector.id, std::move(selector));
 }
 
-void Registry::remove(const std::vector<std::string>& block_ids, const std::vector<std::string>& component_types) {
+void Registry::remove(const std::vector<std::string>& block_ids, const std::vector<std::string>& component_types,
+                      const std::vector<std::string>& selector_ids) {
   for (const auto& id : block_ids) blocks_.erase(id);
   for (const auto& t : component_types) components_.erase(t);
+  for (const auto& id : selector_ids) selectors_.erase(id);
 }
 
 const BlockTypeInfo* Registry::find_block(const std::string& id) const {
@@ -147,13 +149,5 @@ ComponentPtr Registry::create_component(const ComponentSpec& spec) const {
   return c;
 }
 
-void register_builtin_engine(Registry& r) {
-  r.add_selector({"has_mask_and_image", "'inpaint' when image and mask_image are present, 'image2image' with only image, else 'text2image'",
-                  {"image", "mask_image"}, [](const PipelineState& s) -> std::string {
-                    if (s.has("image") && s.has("mask_image")) return "inpaint";
-                    if (s.has("image")) return "image2image";
-                    return "text2image";
-                  }});
-}
 
 }  // namespace tessera

@@ -11,6 +11,13 @@
 namespace tessera {
 
 void register_sd_blocks(Registry& r) {
+  r.add_selector({"has_mask_and_image",
+                  "'inpaint' when image and mask_image are present, 'image2image' with only image, else 'text2image'",
+                  {"image", "mask_image"}, [](const PipelineState& s) -> std::string {
+                    if (s.has("image") && s.has("mask_image")) return "inpaint";
+                    if (s.has("image")) return "image2image";
+                    return "text2image";
+                  }});
   add_block_class<SDTextEncoderStep>(r);
   add_block_class<SDInputStep>(r);
   add_block_class<SDVaeEncodeStep>(r);

@@ -12,7 +12,7 @@ namespace tessera {
 
 class Registry;
 
-/// Registers the engine's, blocks', schedulers', guiders' and models' built-ins, in a fixed order (the order
+/// Registers the blocks' (with their selectors), schedulers', guiders' and models' built-ins, in a fixed order (the order
 /// `tessera blocks` lists them). Call once per registry: a second call on the same registry throws PluginError
 /// (the ids are taken).
 void register_builtins(Registry& registry);

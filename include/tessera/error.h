@@ -19,7 +19,7 @@ enum class ExitCode : int {
   ModelLoad = 7,     ///< model/component files missing or malformed
   Checkpoint = 8,    ///< checkpoint file missing, malformed or inconsistent
   Execution = 9,     ///< a block failed while running
-  Cancelled = 10,    ///< a step callback cancelled the run
+  Cancelled = 10,    ///< the run was cancelled (a callback, Ctrl-C)
   Output = 11,       ///< output file could not be written
   Spec = 12,         ///< a block broke its own spec (undeclared read, missing output)
 };

@@ -68,9 +68,10 @@ class Registry {
   void add_component_type(ComponentTypeInfo info);
   void add_selector(Selector selector);
 
-  /// Removes block and component types by id (undoing a plugin whose registration failed half-way,
-  /// so a corrected plugin can be loaded again without duplicate-id errors).
-  void remove(const std::vector<std::string>& block_ids, const std::vector<std::string>& component_types);
+  /// Removes block types, component types and selectors by id (undoing a plugin whose registration failed
+  /// half-way, so a corrected plugin can be loaded again without duplicate-id errors).
+  void remove(const std::vector<std::string>& block_ids, const std::vector<std::string>& component_types,
+              const std::vector<std::string>& selector_ids = {});
 
   const BlockTypeInfo* find_block(const std::string& id) const;
   const ComponentTypeInfo* find_component_type(const std::string& type) const;
@@ -102,7 +103,5 @@ void add_block_type(Registry& r, std::string id, std::string description, std::v
                [](const ValueMap& p) -> std::shared_ptr<LeafBlock> { return std::make_shared<T>(p); }, {}});
 }
 
-/// The engine's own registrations (selectors such as `has_image`).
-void register_builtin_engine(Registry& r);
 
 }  // namespace tessera

@@ -13,7 +13,6 @@ namespace {
 Registry& reg() {
   static Registry r = [] {
     Registry x;
-    register_builtin_engine(x);
     test::register_test_blocks(x);
     return x;
   }();
@@ -219,7 +218,7 @@ TEST_CASE("auto: first present trigger wins, default otherwise, required is the 
 }
 
 TEST_CASE("conditional: a selector picks the branch by name", "[engine]") {
-  const Selector* sel = reg().find_selector("has_mask_and_image");
+  const Selector* sel = reg().find_selector("test.has_mask_and_image");
   REQUIRE(sel);
   ConditionalBlocks c({leaf("test.add", "text2image"), leaf("test.need_image", "image2image")}, "", *sel, "text2image");
   PipelineState p;

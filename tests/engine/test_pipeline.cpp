@@ -15,7 +15,6 @@ namespace {
 Registry& reg() {
   static Registry r = [] {
     Registry x;
-    register_builtin_engine(x);
     test::register_test_blocks(x);
     return x;
   }();
@@ -108,8 +107,8 @@ TEST_CASE("static validation finds every class of problem with file:line and blo
     }
   }
   SECTION("unknown selector and component type") {
-    CHECK_THROWS_WITH(build("version: 1\nblocks:\n  - name: c\n    conditional: {selector: has_mask_and_imag}\n    blocks: [{name: a, block: test.add}]\n"),
-                      Contains("did you mean 'has_mask_and_image'"));
+    CHECK_THROWS_WITH(build("version: 1\nblocks:\n  - name: c\n    conditional: {selector: test.has_mask_and_imag}\n    blocks: [{name: a, block: test.add}]\n"),
+                      Contains("did you mean 'test.has_mask_and_image'"));
     auto p = build("version: 1\ncomponents:\n  scaler: {type: TestScal}\ninputs: {a: 1}\nblocks:\n  - {name: s, block: test.scaled}\n");
     CHECK_THAT(problems_text(*p), Contains("p.yaml:3:3") && Contains("unknown type 'TestScal'") &&
                                       Contains("did you mean 'TestScale'"));

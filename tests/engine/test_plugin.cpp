@@ -163,6 +163,7 @@ TEST_CASE("a duplicate id names both plugin files", "[engine][plugin]") {
                              Contains("again by " + canonical(TESSERA_DUPLICATE_PLUGIN)));
   CHECK(registry.find_block("sample.affine")->source == canonical(TESSERA_SAMPLE_PLUGIN));
   CHECK(registry.find_block("duplicate.first") == nullptr);  // the half-finished registration was undone
+  CHECK(registry.find_selector("duplicate.first_selector") == nullptr);
   CHECK(registry.source() == "builtin");
   CHECK(loader.loaded().size() == 1);
 }

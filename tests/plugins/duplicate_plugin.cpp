@@ -13,7 +13,7 @@ class DuplicateAffine final : public tessera::LeafBlock {
   void run(tessera::Components&, tessera::BlockState&) const override {}
 };
 
-/// Registered before the clash: a failed registration must take it back out.
+/// Registered before the clash (with a selector): a failed registration must take both back out.
 class First final : public tessera::LeafBlock {
  public:
   explicit First(const tessera::ValueMap&) {}
@@ -22,6 +22,8 @@ class First final : public tessera::LeafBlock {
 };
 void register_duplicate(tessera::Registry& registry) {
   tessera::add_block_type<First>(registry, "duplicate.first", "registered before the clash");
+  registry.add_selector({"duplicate.first_selector", "registered before the clash", {},
+                         [](const tessera::PipelineState&) { return std::string(); }});
   tessera::add_block_type<DuplicateAffine>(registry, "sample.affine", "a clash with the sample plugin");
 }
 

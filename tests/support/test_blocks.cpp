@@ -224,6 +224,11 @@ void register_test_blocks(Registry& r) {
                           return std::make_shared<TestWeights>();
                         },
                         {}});
+  r.add_selector({"test.has_mask_and_image", "'inpaint' with image and mask_image, 'image2image' with image only",
+                  {"image", "mask_image"}, [](const PipelineState& s) -> std::string {
+                    if (s.has("image") && s.has("mask_image")) return "inpaint";
+                    return s.has("image") ? "image2image" : "text2image";
+                  }});
 }
 
 }  // namespace tessera::test
