@@ -28,10 +28,12 @@ using ComponentPtr = std::shared_ptr<Component>;
 
 /// Owns loaded components and shares them between pipelines by load id (type + path|subfolder|variant|dtype).
 ///
-/// Thread-safe: every member may be called from any thread. A component is created once even when two threads
-/// ask for it at the same time (the second waits for the first's load and gets the same object; different
-/// components load in parallel). Models and tokenizers (stateless while running) are shared by every pipeline
-/// on the manager; schedulers and guiders (they keep per-run state) are per pipeline (Components::key_of).
+/// Thread-safe: get_or_create, is_loaded, unload, unload_all, total_bytes, loaded_keys and creations may be called
+/// from any thread (set the dtype and LoRA overrides before the manager is shared). A component is created once
+/// even when two threads ask for it at the same time (the second waits for the first's load and gets the same
+/// object; different components load in parallel). Models and tokenizers (stateless while running) are shared by
+/// every pipeline on the manager; schedulers and guiders (they keep per-run state) are per pipeline
+/// (Components::key_of).
 /// unload() drops the manager's reference: a run that holds the component keeps it until it lets go.
 class ComponentsManager {
  public:
