@@ -10,9 +10,10 @@ Needs ../shared/bench/diffusers set up once (its README: setup.sh, then env.sh i
 ("skipped") when that environment is missing, so it can sit in scripts that also run where no diffusers exists.
 
   /usr/bin/python3 tools/bench/diffusers/compare_sd15.py --build build --threads 2 --repeats 2 \\
-      [--only unet256,unet512,vae,unet512-bf16,vae-bf16,sd15-256] [--model /tmp/sd15-random] [--log /tmp/cmp.log]
+      [--only unet256,unet512,vae,unet512-bf16,vae-bf16,sd15-256,sd15-256-auto] [--model /tmp/sd15-random]
+      [--log /tmp/cmp.log]
 
-`sd15-256` (the whole 256², 4-step CFG run) needs a random full-size SD1.5 folder:
+`sd15-256` / `sd15-256-auto` (the whole 256², 4-step CFG run; `-auto` with Tessera's `--dtype auto`) need a random full-size SD1.5 folder:
   build/tools/bench/tessera_make_random_sd15 /tmp/sd15-random
 """
 import argparse
@@ -118,6 +119,13 @@ def main():
                       "--set", "num_inference_steps=4", "--set", "guidance_scale=7.5", "--set", "seed=42", "--out",
                       "/tmp/tessera-compare-sd15.png"], None,
                      [py, f"{SHARED}/cli_sd.py", a.model, "/tmp/diffusers-compare-sd15.png", th, "4", "256"], None),
+        "sd15-256-auto": ("text2image 256², 4 Euler steps, CFG 7.5, whole process (wall), Tessera --dtype auto vs diffusers fp32",
+                          [f"{b}/cli/tessera", "-q", "--threads", th] + att +
+                          ["run", os.path.join(REPO, "recipes/sd/auto.yaml"), "--dtype", "auto", "--set", f"model={a.model}",
+                           "--set", "prompt=a photograph of an astronaut riding a horse", "--set", "height=256", "--set",
+                           "width=256", "--set", "num_inference_steps=4", "--set", "guidance_scale=7.5", "--set", "seed=42",
+                           "--out", "/tmp/tessera-compare-sd15.png"], None,
+                          [py, f"{SHARED}/cli_sd.py", a.model, "/tmp/diffusers-compare-sd15.png", th, "4", "256"], None),
     }
     rows = []
     for name in a.only.split(","):
