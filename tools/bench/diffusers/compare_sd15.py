@@ -93,6 +93,15 @@ def main():
     att = ["--attention", a.attention]
     ms = r"median ([0-9.]+) ms"
     py = "/usr/bin/python3"
+
+    def tessera_sd15(extra):
+        return ([f"{b}/cli/tessera", "-q", "--threads", th] + att +
+                ["run", os.path.join(REPO, "recipes/sd/auto.yaml")] + extra +
+                ["--set", f"model={a.model}", "--set", "prompt=a photograph of an astronaut riding a horse",
+                 "--set", "height=256", "--set", "width=256", "--set", "num_inference_steps=4", "--set",
+                 "guidance_scale=7.5", "--set", "seed=42", "--out", "/tmp/tessera-compare-sd15.png"])
+
+    diffusers_sd15 = [py, f"{SHARED}/cli_sd.py", a.model, "/tmp/diffusers-compare-sd15.png", th, "4", "256"]
     workloads = {
         # name: (description, tessera cmd, tessera figure regex/scale, diffusers cmd or None, diffusers regex/scale)
         "unet256": ("UNet forward, batch 2, 32×32 latent (256²) fp32",
@@ -112,20 +121,10 @@ def main():
                      [f"{b}/bench/tessera_bench_vae", "--latent", "64", "--runs", "2", "--threads", th, "--dtype", "bf16"] + att,
                      (r"decode: " + ms, 1e-3),
                      [py, f"{SHARED}/bench_sd15_vae.py", "--threads", th, "--reps", "2"], (r"wall s ([0-9.]+)", 1)),
-        "sd15-256": ("text2image 256², 4 Euler steps, CFG 7.5, whole process (wall)",
-                     [f"{b}/cli/tessera", "-q", "--threads", th] + att +
-                     ["run", os.path.join(REPO, "recipes/sd/auto.yaml"), "--set", f"model={a.model}", "--set",
-                      "prompt=a photograph of an astronaut riding a horse", "--set", "height=256", "--set", "width=256",
-                      "--set", "num_inference_steps=4", "--set", "guidance_scale=7.5", "--set", "seed=42", "--out",
-                      "/tmp/tessera-compare-sd15.png"], None,
-                     [py, f"{SHARED}/cli_sd.py", a.model, "/tmp/diffusers-compare-sd15.png", th, "4", "256"], None),
+        "sd15-256": ("text2image 256², 4 Euler steps, CFG 7.5, whole process (wall)", tessera_sd15([]), None,
+                     diffusers_sd15, None),
         "sd15-256-auto": ("text2image 256², 4 Euler steps, CFG 7.5, whole process (wall), Tessera --dtype auto vs diffusers fp32",
-                          [f"{b}/cli/tessera", "-q", "--threads", th] + att +
-                          ["run", os.path.join(REPO, "recipes/sd/auto.yaml"), "--dtype", "auto", "--set", f"model={a.model}",
-                           "--set", "prompt=a photograph of an astronaut riding a horse", "--set", "height=256", "--set",
-                           "width=256", "--set", "num_inference_steps=4", "--set", "guidance_scale=7.5", "--set", "seed=42",
-                           "--out", "/tmp/tessera-compare-sd15.png"], None,
-                          [py, f"{SHARED}/cli_sd.py", a.model, "/tmp/diffusers-compare-sd15.png", th, "4", "256"], None),
+                          tessera_sd15(["--dtype", "auto"]), None, diffusers_sd15, None),
     }
     rows = []
     for name in a.only.split(","):
