@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <functional>
 #include <thread>
 
 #include <tessera/builtins.h>
@@ -111,27 +112,27 @@ TEST_CASE("Two tiny-sd pipelines on one manager run at the same time and share t
     alone1 = q->run(inputs("a red circle", 1)).get("images").images().pixels;
     alone2 = q->run(inputs("a blue square", 2)).get("images").images().pixels;
   }
-  at::Tensor both1, both2;
-  std::string error;
-  std::thread t1([&] {
+  // Each thread runs its pipeline and keeps its own result or error (no shared writes).
+  struct Run {
+    at::Tensor images;
+    std::string error;
+  };
+  auto run_on = [&](Pipeline& p, const char* prompt, int64_t seed, Run& out) {
     try {
-      both1 = p1->run(inputs("a red circle", 1)).get("images").images().pixels;
+      out.images = p.run(inputs(prompt, seed)).get("images").images().pixels;
     } catch (const std::exception& e) {
-      error = e.what();
+      out.error = e.what();
     }
-  });
-  std::thread t2([&] {
-    try {
-      both2 = p2->run(inputs("a blue square", 2)).get("images").images().pixels;
-    } catch (const std::exception& e) {
-      error = e.what();
-    }
-  });
+  };
+  Run r1, r2;
+  std::thread t1(run_on, std::ref(*p1), "a red circle", int64_t{1}, std::ref(r1));
+  std::thread t2(run_on, std::ref(*p2), "a blue square", int64_t{2}, std::ref(r2));
   t1.join();
   t2.join();
-  REQUIRE(error.empty());
-  CHECK(at::equal(both1, alone1));
-  CHECK(at::equal(both2, alone2));
+  REQUIRE(r1.error.empty());
+  REQUIRE(r2.error.empty());
+  CHECK(at::equal(r1.images, alone1));
+  CHECK(at::equal(r2.images, alone2));
   CHECK(count_keys(*manager, "UNet2DConditionModel") == 1);
   CHECK(count_keys(*manager, "CLIPTextModel") == 1);
   CHECK(count_keys(*manager, "AutoencoderKL") == 1);
